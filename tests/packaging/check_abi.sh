@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# ABI guard with libabigail: compare the built library with the committed baseline.
+#   check_abi.sh check  <abidw> <abidiff> <librlock.so> <include dir> <baseline.abi>
+#   check_abi.sh update <abidw> <abidiff> <librlock.so> <include dir> <baseline.abi>
+# The library must carry DWARF (RelWithDebInfo or Debug). --headers-dir with --drop-private-types
+# limits the ABI to the types of the public header. Locations are kept, as file names only, so that
+# a report says where a type is declared; the build directory that the DWARF records
+# (comp-dir-path) is blanked, so that the baseline holds no path of the machine that wrote it.
+# abidiff's exit status is a bit field: 1 tool error, 2 usage error, 4 ABI changed, 8 incompatible
+# change. An incompatible change fails; a compatible one (a new function) passes with its report,
+# and the baseline should then be regenerated and committed with the change.
+set -euo pipefail
+mode=$1 abidw=$2 abidiff=$3 lib=$4 incdir=$5 baseline=$6
+
+dump() { # <output>
+  "$abidw" --headers-dir "$incdir" --drop-private-types --no-corpus-path --short-locs \
+    --out-file "$1" "$lib"
+  sed -i "s|comp-dir-path='[^']*'|comp-dir-path=''|" "$1"
+}
+
+case "$mode" in
+  update)
+    mkdir -p "$(dirname "$baseline")"
+    dump "$baseline"
+    echo "wrote $baseline from $lib"
+    ;;
+  check)
+    if [ ! -f "$baseline" ]; then
+      echo "FAIL: no ABI baseline at $baseline; generate it with"
+      echo "  cmake --build <build dir> --target rlock_abi_baseline"
+      exit 1
+    fi
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    dump "$work/current.abi"
+    rc=0
+    "$abidiff" --headers-dir2 "$incdir" "$baseline" "$work/current.abi" || rc=$?
+    if [ $((rc & 3)) -ne 0 ]; then
+      echo "FAIL: abidiff could not compare (exit $rc)"
+      exit 1
+    elif [ $((rc & 8)) -ne 0 ]; then
+      echo "FAIL: incompatible ABI change against $baseline (abidiff exit $rc)"
+      exit 1
+    elif [ $((rc & 4)) -ne 0 ]; then
+      echo "OK: compatible ABI change (abidiff exit $rc); regenerate and commit the baseline:"
+      echo "  cmake --build <build dir> --target rlock_abi_baseline"
+    else
+      echo "OK: ABI identical to $baseline"
+    fi
+    ;;
+  *)
+    echo "usage: $0 check|update <abidw> <abidiff> <lib> <include dir> <baseline>" >&2
+    exit 2
+    ;;
+esac
