@@ -1,0 +1,101 @@
+// The lock engine: one implementation of acquire / release / extend over N servers, driven on the
+// library's loop. A single-instance lock is the N = 1 case of the same code. Each step fans one Lua
+// script out to all servers at once (Round) and lets algo::decide() say when the outcome is known.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "algo.h"
+#include "conn.h"
+#include "loop.h"
+#include "uri.h"
+
+namespace rlk {
+
+// One Redis server as seen by the API: its connection on the loop. Shared by every lock built on it.
+class Client {
+ public:
+  Client(Loop &loop, ServerAddress addr);
+  ~Client();  // asks the connection to close once its requests are done
+  Client(const Client &) = delete;
+  Client &operator=(const Client &) = delete;
+  const std::shared_ptr<Conn> &conn() const { return conn_; }
+  const ServerAddress &address() const { return conn_->address(); }
+
+ private:
+  Loop &loop_;
+  std::shared_ptr<Conn> conn_;
+};
+
+// What one server answered in the last call of a lock.
+struct ServerReport {
+  int status = RLOCK_SERVER_PENDING;
+  std::string detail;
+};
+
+class LockEngine : public std::enable_shared_from_this<LockEngine> {
+ public:
+  using Done = std::function<void(int status, const std::string &detail)>;
+
+  LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string key,
+             std::chrono::milliseconds ttl);
+  ~LockEngine();  // loop thread (the API hands the last reference to the loop)
+
+  // Loop thread only. done runs exactly once, on the loop thread.
+  void acquire(int64_t wait_ms, Done done);
+  void release(Done done);
+  void extend(std::chrono::milliseconds ttl, Done done);
+
+  // Any thread (they read atomics).
+  int64_t validity_ms() const;
+  uint64_t fencing_token() const;
+  bool held() const { return validity_ms() > 0; }
+
+  // Between calls, from the thread that owns the handle.
+  size_t server_count() const { return conns_.size(); }
+  const ServerReport &report(size_t i) const { return reports_[i]; }
+  std::string server_address(size_t i) const { return conns_[i]->address().display(); }
+  void set_backoff(algo::Backoff b) { backoff_ = b; }
+  void set_drift(algo::Drift d) { drift_ = d; }
+
+ private:
+  struct Acquiring;  // state of one rlock_acquire call across its attempts
+  using Clock = algo::Clock;
+
+  void attempt(std::shared_ptr<Acquiring> op);
+  void on_acquire_votes(std::shared_ptr<Acquiring> op, const algo::Tally &t,
+                        std::shared_ptr<std::vector<int64_t>> fences);
+  void finish_acquire(std::shared_ptr<Acquiring> op, uint64_t fence);
+  void attempt_failed(std::shared_ptr<Acquiring> op, int status);
+  void undo(const std::string &token, const std::vector<size_t> &servers);
+  void set_held(Clock::time_point valid_until, uint64_t fence);
+  void clear_held();
+  void reset_reports();
+  std::vector<int> report_statuses() const;
+  std::string summary(int status) const;
+
+  std::vector<std::shared_ptr<Client>> clients_;  // keep the connections alive
+  std::vector<std::shared_ptr<Conn>> conns_;
+  std::string key_, fence_key_;
+  std::chrono::milliseconds ttl_;
+  algo::Drift drift_;
+  algo::Backoff backoff_;
+  std::vector<ServerReport> reports_;
+
+  // Loop-thread state.
+  std::string token_;  // owner token of the current acquisition, "" when none
+  std::unique_ptr<Timer> retry_timer_;
+  std::mt19937_64 rng_;
+
+  // Published state: read by rlock_validity_ms / rlock_fencing_token from any thread.
+  std::atomic<int64_t> valid_until_us_{0};  // steady-clock microseconds; 0: not held
+  std::atomic<uint64_t> fence_{0};
+};
+
+}  // namespace rlk

@@ -1,0 +1,84 @@
+// The library's event-loop thread: one uv_loop for all Redis I/O of the process, started with the
+// first client and stopped when the last user of it goes away. SIGPIPE is blocked on it, so a write
+// to a closed socket becomes EPIPE instead of killing the host process.
+#pragma once
+
+#include <uv.h>
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace rlk {
+
+class Loop {
+ public:
+  // The shared loop, started if no one holds it. Throws on failure to start.
+  static std::shared_ptr<Loop> get();
+  ~Loop();  // stops and joins; must not run on the loop thread
+  Loop(const Loop &) = delete;
+  Loop &operator=(const Loop &) = delete;
+
+  // Runs fn on the loop thread, in submission order. Thread-safe; callable from the loop thread too
+  // (then fn runs on a later iteration, never re-entrantly).
+  void post(std::function<void()> fn);
+
+  uv_loop_t *uv() { return &loop_; }
+  bool on_loop_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
+
+ private:
+  Loop();
+  void run();
+  static void on_async(uv_async_t *h);
+
+  uv_loop_t loop_{};
+  uv_async_t wake_{};
+  std::mutex mu_;
+  std::vector<std::function<void()>> queue_;
+  bool stopping_ = false;
+  bool closed_ = false;  // wake_ is closed: the loop is finishing its last handles
+  std::thread thread_;
+};
+
+// Blocks the calling thread until the operation it started on the loop calls done().
+class Waiter {
+ public:
+  void done() {
+    std::lock_guard<std::mutex> g(mu_);
+    done_ = true;
+    cv_.notify_one();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> g(mu_);
+    cv_.wait(g, [this] { return done_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+// A libuv timer owned by loop-thread code. Start/stop on the loop thread only; close() (also on the
+// loop thread) hands the handle to libuv, which frees it after its close callback.
+class Timer {
+ public:
+  explicit Timer(uv_loop_t *loop);
+  ~Timer();  // closes if still open; loop thread only
+  Timer(const Timer &) = delete;
+  Timer &operator=(const Timer &) = delete;
+  void start(uint64_t ms, std::function<void()> fn);
+  void stop();
+
+ private:
+  struct Handle {
+    uv_timer_t timer;
+    std::function<void()> fn;
+  };
+  Handle *h_;
+};
+
+}  // namespace rlk

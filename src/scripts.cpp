@@ -1,0 +1,78 @@
+#include "scripts.h"
+
+#include "sha1.h"
+
+namespace rlk {
+namespace {
+
+Script make(const char *name, const char *body) { return Script{name, body, sha1_hex(body)}; }
+
+// The fencing counter is INCRed atomically with the SET. A counter that does not exist (new key, or a
+// server restarted without persistence lost it) is seeded from the server clock in microseconds, so
+// a restart does not send tokens backwards as long as the server clock did not step back and the
+// key was never acquired more than once per microsecond on average. string.format('%.0f') keeps the
+// seed an exact integer string (Lua 5.1's tostring would write 1.7e+15).
+const char *kAcquire = R"LUA(
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local f = redis.call('INCR', KEYS[2])
+  if f == 1 then
+    local t = redis.call('TIME')
+    f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', KEYS[2], string.format('%.0f', f))
+  end
+  return {1, f}
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+)LUA";
+
+const char *kRelease = R"LUA(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+)LUA";
+
+const char *kExtend = R"LUA(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+)LUA";
+
+// Used by quorum locks whose granting servers returned different counter values: lifts the
+// counters of a quorum to the token handed out, so the next owner's quorum sees a larger value.
+const char *kRaise = R"LUA(
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+if c < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+)LUA";
+
+}  // namespace
+
+const Script &acquire_script() {
+  static const Script s = make("acquire", kAcquire);
+  return s;
+}
+const Script &release_script() {
+  static const Script s = make("release", kRelease);
+  return s;
+}
+const Script &extend_script() {
+  static const Script s = make("extend", kExtend);
+  return s;
+}
+const Script &raise_script() {
+  static const Script s = make("raise", kRaise);
+  return s;
+}
+
+std::string fence_key(const std::string &key) { return key + ":fence"; }
+
+}  // namespace rlk

@@ -1,0 +1,30 @@
+// The Lua scripts that make each per-server step atomic, with their SHA-1 names for EVALSHA.
+#pragma once
+
+#include <string>
+
+namespace rlk {
+
+struct Script {
+  const char *name;
+  std::string body;
+  std::string sha;  // sha1_hex(body), computed once
+};
+
+// ACQUIRE  KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=ttl_ms
+//   -> {1, fence}: granted (SET NX PX, or the key already holds our token from an earlier request of
+//                  this same acquisition whose reply we lost), fence = the new fencing counter value
+//      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL)
+// RELEASE  KEYS[1]=key  ARGV[1]=token                  -> 1 deleted, 0 not ours
+// EXTEND   KEYS[1]=key  ARGV[1]=token ARGV[2]=ttl_ms   -> 1 extended, 0 not ours
+// RAISE    KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=fence
+//   -> 1: the key holds our token and the counter is now >= fence; 0: not ours (counter untouched)
+const Script &acquire_script();
+const Script &release_script();
+const Script &extend_script();
+const Script &raise_script();
+
+// The name of the fencing counter kept next to a lock key.
+std::string fence_key(const std::string &key);
+
+}  // namespace rlk
