@@ -169,7 +169,11 @@ void LockEngine::acquire(int64_t wait_ms, Done done) {
     return;
   }
   clear_held();
-  token_ = new_token();
+  // A failed earlier call may have left a late SET of its token on a server (a timed-out request
+  // that still ran). Reusing that token makes such a key ours instead of blocking us until its TTL.
+  // The token changes after every acquisition that succeeded.
+  token_ = unused_token_.empty() ? new_token() : unused_token_;
+  unused_token_.clear();
   auto op = std::make_shared<Acquiring>();
   op->done = std::move(done);
   op->forever = wait_ms < 0;
@@ -300,6 +304,7 @@ void LockEngine::attempt_failed(std::shared_ptr<Acquiring> op, int status) {
     return;
   }
   std::string detail = summary(status);
+  unused_token_ = token_;
   token_.clear();
   op->done(status, detail);
 }

@@ -90,6 +90,7 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
 
   // Loop-thread state.
   std::string token_;  // owner token of the current acquisition, "" when none
+  std::string unused_token_;  // token of the last failed acquire call, reused by the next one
   std::unique_ptr<Timer> retry_timer_;
   std::mt19937_64 rng_;
 

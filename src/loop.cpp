@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <stdexcept>
 #include <string>
@@ -12,13 +13,18 @@ std::shared_ptr<Loop> Loop::get() {
   static std::mutex mu;
   static std::weak_ptr<Loop> current;
   std::lock_guard<std::mutex> g(mu);
-  if (auto p = current.lock()) return p;
+  // After fork() the child has no loop thread: objects from the parent must not be used there, and
+  // new clients get a fresh loop (the parent's is abandoned in the child, not touched).
+  if (auto p = current.lock()) {
+    if (p->pid_ == getpid()) return p;
+    new std::shared_ptr<Loop>(std::move(p));  // leak on purpose: its thread does not exist here
+  }
   std::shared_ptr<Loop> p(new Loop());
   current = p;
   return p;
 }
 
-Loop::Loop() {
+Loop::Loop() : pid_(getpid()) {
   int rc = uv_loop_init(&loop_);
   if (rc != 0) throw std::runtime_error(std::string("uv_loop_init: ") + uv_strerror(rc));
   rc = uv_async_init(&loop_, &wake_, on_async);

@@ -3,6 +3,7 @@
 // to a closed socket becomes EPIPE instead of killing the host process.
 #pragma once
 
+#include <sys/types.h>
 #include <uv.h>
 
 #include <condition_variable>
@@ -38,6 +39,7 @@ class Loop {
   uv_async_t wake_{};
   std::mutex mu_;
   std::vector<std::function<void()>> queue_;
+  pid_t pid_;  // process that started the thread: a forked child gets a loop of its own
   bool stopping_ = false;
   bool closed_ = false;  // wake_ is closed: the loop is finishing its last handles
   std::thread thread_;
