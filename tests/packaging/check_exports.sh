@@ -5,6 +5,7 @@
 # exported rlock_* symbol the header does not declare, and every declared function not exported.
 set -euo pipefail
 lib=$1 header=$2 nm=$3 cc=$4
+export LC_ALL=C # one collation for sort and comm
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
