@@ -53,23 +53,24 @@ int failure_status(const std::vector<int> &server_status, int refused) {
     int s = server_status[0];
     return (s == RLOCK_OK || s == RLOCK_SERVER_PENDING) ? RLOCK_ERR_TIMEOUT : s;
   }
-  size_t answered = 0;
+  size_t yes = 0, no = 0;
   int common_failure = 0;
   bool mixed = false;
   for (int s : server_status) {
-    if (s == RLOCK_OK || s == refused) {
-      ++answered;
+    if (s == RLOCK_OK) {
+      ++yes;
+    } else if (s == refused) {
+      ++no;
     } else if (s != RLOCK_SERVER_PENDING) {
       if (common_failure == 0) common_failure = s;
       else if (common_failure != s) mixed = true;
     }
   }
-  if (answered >= quorum(n)) {
-    // Everyone needed answered. With enough refusals it is contention; with enough grants the
-    // attempt failed on time (validity used up), which is a timeout.
-    size_t refusals = static_cast<size_t>(std::count(server_status.begin(), server_status.end(), refused));
-    return refusals > 0 ? refused : RLOCK_ERR_TIMEOUT;
-  }
+  // Enough refusals that no quorum was possible whatever the others said: contention (acquire) or
+  // lost (release, extend).
+  if (no > n - quorum(n)) return refused;
+  // A quorum granted, but the attempt used up the validity.
+  if (yes >= quorum(n)) return RLOCK_ERR_TIMEOUT;
   if (!mixed && (common_failure == RLOCK_ERR_AUTH || common_failure == RLOCK_ERR_INVALID))
     return common_failure;
   return RLOCK_ERR_NO_QUORUM;

@@ -61,12 +61,13 @@ microseconds backoff_delay(const Backoff &b, unsigned attempt, std::mt19937_64 &
 bool retryable(int status);
 
 // The status of an operation that did not reach a quorum, from the per-server statuses of the
-// attempt (RLOCK_OK for a yes, RLOCK_ERR_BUSY / RLOCK_ERR_NOT_HELD for a no, an error code for a
-// failure, RLOCK_SERVER_PENDING for no answer). `refused` is the "no" status of this operation.
+// attempt (RLOCK_OK for a yes, `refused` for a no: RLOCK_ERR_BUSY for acquire, RLOCK_ERR_NOT_HELD
+// for release/extend; an error code for a failure; RLOCK_SERVER_PENDING for no answer).
 //  - one server: its own status (a single-instance lock never reports RLOCK_ERR_NO_QUORUM);
-//  - a quorum of servers answered but refused: `refused`;
+//  - so many refusals that no quorum was possible: `refused`;
+//  - a quorum said yes (but the validity was used up): RLOCK_ERR_TIMEOUT;
 //  - every failed server failed with the same non-retryable status (AUTH, INVALID): that status;
-//  - otherwise RLOCK_ERR_NO_QUORUM.
+//  - otherwise (failures, or failures and refusals together): RLOCK_ERR_NO_QUORUM.
 int failure_status(const std::vector<int> &server_status, int refused);
 
 }  // namespace algo

@@ -325,8 +325,7 @@ void Conn::on_connected(Session *s, bool ok, const std::string &err) {
   }
   if (addr_.db != 0) hello.push_back({"SELECT", std::to_string(addr_.db)});
   if (hello.empty()) {
-    state_ = State::kReady;
-    flush_waiting();
+    become_ready();
     return;
   }
   // Our commands wait for the handshake: pipelined behind a failed AUTH they would run as the
@@ -341,10 +340,7 @@ void Conn::on_connected(Session *s, bool ok, const std::string &err) {
         drop(r.status, "handshake: " + (r.reply.str.empty() ? r.detail : r.reply.str), true);
         return;
       }
-      if (--handshake_left_ == 0) {
-        state_ = State::kReady;
-        flush_waiting();
-      }
+      if (--handshake_left_ == 0) become_ready();
     });
   }
 }
@@ -386,6 +382,15 @@ void Conn::arm_deadline() {
     drop(RLOCK_ERR_TIMEOUT,
          "no reply within " + std::to_string(addr_.command_timeout.count()) + " ms", true);
   });
+}
+
+void Conn::become_ready() {
+  state_ = State::kReady;
+  // Load our scripts on every new connection, pipelined ahead of the first command, so EVALSHA
+  // normally never meets NOSCRIPT (which would cost a second round trip). Errors (an ACL user
+  // without SCRIPT, say) are ignored: EVALSHA's NOSCRIPT fallback still covers them.
+  for (const Script *sc : all_scripts()) send(session_, {"SCRIPT", "LOAD", sc->body}, [](Result &&) {});
+  flush_waiting();
 }
 
 void Conn::flush_waiting() {

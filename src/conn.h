@@ -79,6 +79,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void drop(int status, const std::string &detail, bool fail_waiting);
   void fail_waiting(int status, const std::string &detail);
   void flush_waiting();
+  void become_ready();
   void arm_deadline();
   void maybe_finish_shutdown();
   std::string where() const;

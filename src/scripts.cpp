@@ -73,6 +73,12 @@ const Script &raise_script() {
   return s;
 }
 
+const std::vector<const Script *> &all_scripts() {
+  static const std::vector<const Script *> all{&acquire_script(), &release_script(), &extend_script(),
+                                               &raise_script()};
+  return all;
+}
+
 std::string fence_key(const std::string &key) { return key + ":fence"; }
 
 }  // namespace rlk

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace rlk {
 
@@ -23,6 +24,9 @@ const Script &acquire_script();
 const Script &release_script();
 const Script &extend_script();
 const Script &raise_script();
+
+// All of the above, e.g. to SCRIPT LOAD them on a new connection.
+const std::vector<const Script *> &all_scripts();
 
 // The name of the fencing counter kept next to a lock key.
 std::string fence_key(const std::string &key);

@@ -92,4 +92,9 @@ TEST_CASE("quorum failures say busy, not-held, auth or no quorum as appropriate"
   CHECK(failure_status({RLOCK_ERR_AUTH, RLOCK_ERR_AUTH, RLOCK_ERR_AUTH}, RLOCK_ERR_BUSY) == RLOCK_ERR_AUTH);
   CHECK(failure_status({RLOCK_ERR_NOT_HELD, RLOCK_ERR_NOT_HELD, RLOCK_OK}, RLOCK_ERR_NOT_HELD) == RLOCK_ERR_NOT_HELD);
   CHECK(failure_status({RLOCK_OK, RLOCK_OK, RLOCK_OK}, RLOCK_ERR_BUSY) == RLOCK_ERR_TIMEOUT);
+  // Refusals and failures together: neither alone explains it.
+  CHECK(failure_status({RLOCK_OK, RLOCK_ERR_IO, RLOCK_ERR_BUSY}, RLOCK_ERR_BUSY) == RLOCK_ERR_NO_QUORUM);
+  CHECK(failure_status({P, RLOCK_ERR_IO, RLOCK_ERR_BUSY}, RLOCK_ERR_BUSY) == RLOCK_ERR_NO_QUORUM);
+  CHECK(failure_status({P, RLOCK_ERR_BUSY, RLOCK_ERR_BUSY, P, P}, RLOCK_ERR_BUSY) == RLOCK_ERR_NO_QUORUM);
+  CHECK(failure_status({P, RLOCK_ERR_BUSY, RLOCK_ERR_BUSY, RLOCK_ERR_BUSY, P}, RLOCK_ERR_BUSY) == RLOCK_ERR_BUSY);
 }
