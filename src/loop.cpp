@@ -2,7 +2,11 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <stdexcept>
 #include <string>
@@ -33,6 +37,9 @@ Loop::Loop() : pid_(getpid()) {
     throw std::runtime_error(std::string("uv_async_init: ") + uv_strerror(rc));
   }
   wake_.data = this;
+  uv_prepare_init(&loop_, &prepare_);
+  prepare_.data = this;
+  uv_prepare_start(&prepare_, on_prepare);
   // Block SIGPIPE (and every other signal) on the loop thread only: it inherits the mask current at
   // creation, which we set around std::thread's constructor and restore at once.
   sigset_t all, old;
@@ -43,6 +50,7 @@ Loop::Loop() : pid_(getpid()) {
   } catch (...) {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     uv_close(reinterpret_cast<uv_handle_t *>(&wake_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t *>(&prepare_), nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     throw;
@@ -90,6 +98,7 @@ void Loop::on_async(uv_async_t *h) {
       // Everything posted before the stop has run; close our handle. uv_run returns once the other
       // handles (connections finishing their last replies) are closed as well.
       uv_close(reinterpret_cast<uv_handle_t *>(&self->wake_), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t *>(&self->prepare_), nullptr);
       self->closed_ = true;
     } else {
       uv_async_send(&self->wake_);
@@ -97,7 +106,60 @@ void Loop::on_async(uv_async_t *h) {
   }
 }
 
+void Loop::on_prepare(uv_prepare_t *h) {
+  Loop *self = static_cast<Loop *>(h->data);
+  while (!self->before_poll_.empty()) {
+    auto batch = std::move(self->before_poll_);
+    self->before_poll_.clear();
+    for (auto &fn : batch) fn();
+  }
+}
+
 void Loop::run() { uv_run(&loop_, UV_RUN_DEFAULT); }
+
+namespace {
+std::atomic<int> g_spinners{0};
+int max_spinners() {
+  static const int n = [] {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 1 ? static_cast<int>(cores - 1) : 0;
+  }();
+  return n;
+}
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+long futex(std::atomic<int> *addr, int op, int val) {
+  return syscall(SYS_futex, reinterpret_cast<int *>(addr), op, val, nullptr, nullptr, 0);
+}
+}  // namespace
+
+void Waiter::done() noexcept {
+  // After the exchange the caller may return and free *this; FUTEX_WAKE on a stale address is
+  // harmless (at worst a spurious wake-up somewhere, which futex users must tolerate anyway).
+  std::atomic<int> *addr = &state_;
+  if (state_.exchange(2, std::memory_order_acq_rel) == 1) futex(addr, FUTEX_WAKE_PRIVATE, 1);
+}
+
+void Waiter::wait() noexcept {
+  if (g_spinners.fetch_add(1, std::memory_order_relaxed) < max_spinners()) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+    unsigned n = 0;
+    while (state_.load(std::memory_order_acquire) != 2) {
+      cpu_relax();
+      if ((++n & 63) == 0 && std::chrono::steady_clock::now() > until) break;
+    }
+  }
+  g_spinners.fetch_sub(1, std::memory_order_relaxed);
+  int expected = 0;
+  if (state_.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    while (state_.load(std::memory_order_acquire) != 2) futex(&state_, FUTEX_WAIT_PRIVATE, 1);
+  }
+}
 
 Timer::Timer(uv_loop_t *loop) : h_(new Handle{}) {
   uv_timer_init(loop, &h_->timer);

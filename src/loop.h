@@ -6,7 +6,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#include <condition_variable>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -27,6 +27,11 @@ class Loop {
   // (then fn runs on a later iteration, never re-entrantly).
   void post(std::function<void()> fn);
 
+  // Loop thread only: runs fn once, after the callbacks of this loop iteration and before the loop
+  // polls for I/O again. Used to write what those callbacks queued in one go, without another poll
+  // round.
+  void before_poll(std::function<void()> fn) { before_poll_.push_back(std::move(fn)); }
+
   uv_loop_t *uv() { return &loop_; }
   bool on_loop_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
@@ -34,9 +39,12 @@ class Loop {
   Loop();
   void run();
   static void on_async(uv_async_t *h);
+  static void on_prepare(uv_prepare_t *h);
 
   uv_loop_t loop_{};
   uv_async_t wake_{};
+  uv_prepare_t prepare_{};
+  std::vector<std::function<void()>> before_poll_;  // loop thread only
   std::mutex mu_;
   std::vector<std::function<void()>> queue_;
   pid_t pid_;  // process that started the thread: a forked child gets a loop of its own
@@ -45,23 +53,16 @@ class Loop {
   std::thread thread_;
 };
 
-// Blocks the calling thread until the operation it started on the loop calls done().
+// Blocks the calling thread until the operation it started on the loop calls done(). The caller
+// first spins briefly (a loopback round trip is tens of microseconds, less than two thread
+// wake-ups cost), then sleeps on a futex. At most one caller per spare core spins at a time.
 class Waiter {
  public:
-  void done() {
-    std::lock_guard<std::mutex> g(mu_);
-    done_ = true;
-    cv_.notify_one();
-  }
-  void wait() {
-    std::unique_lock<std::mutex> g(mu_);
-    cv_.wait(g, [this] { return done_; });
-  }
+  void done() noexcept;  // loop thread; touches nothing of *this after waking the caller
+  void wait() noexcept;
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
+  std::atomic<int> state_{0};  // 0 running, 1 caller asleep, 2 done
 };
 
 // A libuv timer owned by loop-thread code. Start/stop on the loop thread only; close() (also on the
