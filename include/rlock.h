@@ -18,6 +18,10 @@
  *   - rlock_client: thread-safe. Any number of threads and locks may share one client.
  *   - rlock: one lock handle is used by one thread at a time (calls on one handle must not overlap);
  *     different handles may be used concurrently from different threads, also on the same key.
+ *     Exception: rlock_validity_ms and rlock_fencing_token read atomics and may be called from any
+ *     thread at any time, also while another thread is inside a call on the same handle.
+ *   - fork(): a child process must not use (or free) clients and locks created before the fork; it
+ *     may create new ones, which get a loop thread of their own.
  *   - rlock_version, rlock_strerror, rlock_err_name, rlock_last_error: callable from any thread.
  */
 #ifndef RLOCK_H
@@ -73,8 +77,11 @@ RLOCK_API const char *rlock_strerror(int status);
 /* The symbolic name of a status code ("RLOCK_ERR_BUSY"), or "RLOCK_ERR_UNKNOWN". Static, never NULL. */
 RLOCK_API const char *rlock_err_name(int status);
 /* Detail of the most recent failed call made by the calling thread, e.g.
- * "127.0.0.1:6379: connect: Connection refused". Never NULL ("" if the last call succeeded). The
- * string is thread-local and stays valid until the calling thread's next rlock call. */
+ * "acquire: 127.0.0.1:6379: connect: Connection refused". Never NULL. Every function that returns a
+ * status (and rlock_client_free / rlock_free) sets it: to the detail on failure, to "" on success.
+ * rlock_version*, rlock_strerror, rlock_err_name, rlock_last_error, rlock_validity_ms,
+ * rlock_fencing_token and rlock_server_count leave it alone. The string is thread-local and stays
+ * valid until the calling thread's next call of a function that sets it. */
 RLOCK_API const char *rlock_last_error(void);
 
 /* ---- Clients: one Redis server each ---------------------------------------------------------------- */
@@ -121,8 +128,8 @@ typedef struct rlock rlock; /* one lock on one key; one thread at a time */
  * Keys used on the server: `key` itself (holds the owner's random token while held) and
  * `key` + ":fence" (the fencing counter; it has no TTL and is kept forever, one small string per key).
  *
- * Returns RLOCK_OK and sets *out; RLOCK_ERR_INVALID for NULL c/key/out, an empty key or ttl_ms <= 0;
- * RLOCK_ERR_NOMEM. *out is NULL on failure. key is copied. A single-instance lock never returns
+ * Returns RLOCK_OK and sets *out; RLOCK_ERR_INVALID for NULL c/key/out, an empty key, ttl_ms <= 0
+ * or ttl_ms > 2^40 (about 35 years); RLOCK_ERR_NOMEM. *out is NULL on failure. key is copied. A single-instance lock never returns
  * RLOCK_ERR_NO_QUORUM.
  */
 RLOCK_API int rlock_new(rlock_client *c, const char *key, int64_t ttl_ms, rlock **out);
@@ -152,8 +159,16 @@ RLOCK_API void rlock_free(rlock *l);
  *
  * Returns RLOCK_OK (held), RLOCK_ERR_BUSY, RLOCK_ERR_INVALID (NULL, or the handle already holds the
  * lock), RLOCK_ERR_TIMEOUT, RLOCK_ERR_IO, RLOCK_ERR_SERVER, RLOCK_ERR_AUTH, RLOCK_ERR_NO_QUORUM (quorum
- * locks only), RLOCK_ERR_NOMEM. With retries the status of the last attempt is returned. A single
- * attempt on a single server costs at most connect_timeout_ms + command_timeout_ms.
+ * locks only), RLOCK_ERR_NOMEM. When a wait runs out, the status of the last attempt is returned.
+ * A single attempt on a single server costs at most connect_timeout_ms + command_timeout_ms; the
+ * last attempt may start just before the deadline, so a wait can overrun by that much.
+ *
+ * Quorum locks: RLOCK_ERR_BUSY when so many servers answered "held by another owner" that no
+ * quorum was possible; RLOCK_ERR_NO_QUORUM when failures (or failures and refusals together) left
+ * too few grants; RLOCK_ERR_TIMEOUT when a quorum granted but the attempt took longer than the
+ * validity allows; RLOCK_ERR_AUTH when every failing server failed authentication. The call
+ * returns as soon as the outcome is certain: the request still went to every server, and the
+ * servers whose answer was not needed show RLOCK_SERVER_PENDING in rlock_server_status.
  */
 RLOCK_API int rlock_acquire(rlock *l, int64_t wait_ms);
 
@@ -176,7 +191,7 @@ RLOCK_API int rlock_release(rlock *l);
  * tell: the handle keeps its previous validity, which is still a safe lower bound).
  * Later acquisitions of this handle use ttl_ms as well.
  */
-RLOCK_API int rlock_extend(rlock *l, int64_t ttl_ms);
+RLOCK_API int rlock_extend(rlock *l, int64_t ttl_ms);  /* ttl_ms: 1 .. 2^40 */
 
 /* Milliseconds of ownership left by the caller's monotonic clock (ttl - time since the acquire was
  * sent - clock drift). Never negative: 0 if not held, released, or expired. NULL gives 0. */

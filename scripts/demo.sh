@@ -18,7 +18,7 @@ if [[ -f $ROOT/scripts/deps.sh ]]; then
 fi
 
 echo "== build ($BUILD)"
-cmake -S "$ROOT" -B "$BUILD"
+cmake -S "$ROOT" -B "$BUILD" -DRLOCK_BUILD_EXAMPLES=ON
 cmake --build "$BUILD" -j"$(nproc)" --target rlock-demo
 
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rlock-demo.XXXXXX")
