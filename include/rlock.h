@@ -71,6 +71,7 @@ RLOCK_API int rlock_version_number(void);
 #define RLOCK_ERR_NOMEM -8     /* out of memory */
 #define RLOCK_ERR_AUTH -9      /* authentication or ACL failure */
 #define RLOCK_ERR_INTERNAL -10 /* a bug in rlock (an unexpected internal exception); please report */
+#define RLOCK_ERR_CANCELED -11 /* an asynchronous call was canceled because its handle was freed */
 
 /* A static, human-readable description of a status code. Never NULL, also for unknown codes. */
 RLOCK_API const char *rlock_strerror(int status);
@@ -233,6 +234,59 @@ RLOCK_API size_t rlock_server_count(const rlock *l);
  */
 #define RLOCK_SERVER_PENDING 1
 RLOCK_API int rlock_server_status(const rlock *l, size_t i, char *msg, size_t msg_len);
+
+/* ---- Callbacks: threading rules ------------------------------------------------------------------
+ *
+ * Callbacks (completion of the *_async calls, rlock_on_lost) run on the library's loop thread, the
+ * thread that does all Redis I/O for the process. A callback must:
+ *   - return quickly (every lock of the process waits while it runs) and never throw;
+ *   - not call blocking functions (rlock_acquire, rlock_release, rlock_extend, rlock_client_ping):
+ *     on the loop thread they return RLOCK_ERR_INVALID at once instead of deadlocking;
+ *   - not call rlock_free or rlock_client_free (they do nothing there and report RLOCK_ERR_INVALID
+ *     through rlock_last_error): free handles from your own threads.
+ * It may call the *_async functions (to chain calls), rlock_validity_ms, rlock_fencing_token,
+ * rlock_server_status, rlock_last_error (which holds the failed call's detail inside the
+ * callback) and rlock_strerror. An event-loop program (libuv, Node addon, asyncio) hands the result
+ * over to its own loop from the callback, e.g. with uv_async_send or loop.call_soon_threadsafe.
+ * No callback of a handle runs after rlock_free of that handle has returned.
+ */
+
+/* Completion of an asynchronous call: status is what the blocking call would have returned. */
+typedef void (*rlock_done_cb)(rlock *l, int status, void *userdata);
+
+/*
+ * Non-blocking forms of rlock_acquire, rlock_release and rlock_extend: they return at once and call
+ * cb(l, status, userdata) exactly once, from the loop thread, when the call completes. They return
+ * RLOCK_OK when the call was started, or an error (RLOCK_ERR_INVALID: NULL l or cb, bad ttl, or
+ * another call on this handle still in progress; RLOCK_ERR_NOMEM), and then cb is never called.
+ * Only one call (blocking or not) may be in progress on a handle at a time. rlock_free on a handle
+ * with a pending rlock_acquire_async cancels it: cb gets RLOCK_ERR_CANCELED (and nothing is left
+ * held); a pending release or extend is allowed to finish (bounded by the timeouts) first.
+ */
+RLOCK_API int rlock_acquire_async(rlock *l, int64_t wait_ms, rlock_done_cb cb, void *userdata);
+RLOCK_API int rlock_release_async(rlock *l, rlock_done_cb cb, void *userdata);
+RLOCK_API int rlock_extend_async(rlock *l, int64_t ttl_ms, rlock_done_cb cb, void *userdata);
+
+/* ---- Auto-renewal ("watchdog") ------------------------------------------------------------------- */
+
+/*
+ * Called when a lock under auto-renewal is lost: renewal found it taken over or expired
+ * (RLOCK_ERR_NOT_HELD), or could not renew it before its validity ran out (the last renewal's
+ * error: RLOCK_ERR_TIMEOUT, RLOCK_ERR_IO, RLOCK_ERR_NO_QUORUM...). It is called at most once per
+ * acquisition, from the loop thread, no later than the moment the validity ends; from then on
+ * rlock_validity_ms returns 0 and rlock_fencing_token 0. See "Callbacks: threading rules".
+ */
+typedef void (*rlock_lost_cb)(rlock *l, int status, void *userdata);
+
+/*
+ * While enabled and the lock is held, the library extends it from its own loop thread, without
+ * the caller's thread, every ttl/3 (ttl: the latest one given to rlock_new/rlock_extend), and
+ * retries a failed renewal every ttl/10 until the validity runs out. Renewal starts with the next
+ * acquisition (or at once if the lock is held now) and stops on release, on loss, on
+ * rlock_set_auto_renew(l, 0, ...) and on rlock_free. on_lost may be NULL. Returns RLOCK_OK, or
+ * RLOCK_ERR_INVALID for NULL l. Call it while no other call on the handle is in progress.
+ */
+RLOCK_API int rlock_set_auto_renew(rlock *l, int enabled, rlock_lost_cb on_lost, void *userdata);
 
 #ifdef __cplusplus
 }

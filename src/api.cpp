@@ -2,6 +2,7 @@
 // guarded(), so no C++ exception ever crosses into C: std::bad_alloc becomes RLOCK_ERR_NOMEM,
 // rlk::Error its own status, anything else RLOCK_ERR_INTERNAL.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -23,6 +24,7 @@ struct rlock_client {
 struct rlock {
   std::shared_ptr<rlk::Loop> loop;
   std::shared_ptr<rlk::LockEngine> engine;
+  std::atomic<bool> busy{false};  // a call (blocking or async) is in progress on this handle
 };
 
 namespace {
@@ -51,11 +53,18 @@ int guarded(F &&f) noexcept {
 
 [[noreturn]] void invalid(const std::string &why) { throw Error(RLOCK_ERR_INVALID, why); }
 
+// Claims the handle for one call; calls on one handle must not overlap.
+void claim(rlock *l, const char *what) {
+  if (l->busy.exchange(true, std::memory_order_acq_rel))
+    invalid(std::string(what) + ": another call on this handle is still in progress");
+}
+
 // Runs one engine operation on the loop thread and waits for it: one hand-off per API call.
 template <class Start>
 int run_blocking(rlock *l, const char *what, Start start) {
   if (l->loop->on_loop_thread())
-    invalid(std::string(what) + ": blocking calls are not allowed on rlock's own loop thread");
+    invalid(std::string(what) + ": blocking calls are not allowed on rlock's own loop thread (in a callback)");
+  claim(l, what);
   rlk::Waiter w;
   int status = RLOCK_ERR_INTERNAL;
   std::string detail;
@@ -78,8 +87,47 @@ int run_blocking(rlock *l, const char *what, Start start) {
     }
   });
   w.wait();
+  l->busy.store(false, std::memory_order_release);
   if (status != RLOCK_OK) rlk::set_last_error(std::string(what) + ": " + detail);
   return status;
+}
+
+// Starts one engine operation on the loop thread; cb(l, status, userdata) runs there when it is
+// done, with rlock_last_error set to the detail. The handle is free again before cb runs, so cb may
+// start the next call.
+template <class Start>
+int run_async(rlock *l, const char *what, rlock_done_cb cb, void *userdata, Start start) {
+  if (cb == nullptr) invalid(std::string(what) + ": callback is NULL");
+  claim(l, what);
+  auto engine = l->engine;
+  std::string name = what;
+  auto complete = [l, cb, userdata, name](int status, const std::string &detail) {
+    if (status != RLOCK_OK)
+      rlk::set_last_error(name + ": " + detail);
+    else
+      rlk::clear_last_error();
+    l->busy.store(false, std::memory_order_release);
+    try {
+      cb(l, status, userdata);
+    } catch (...) {
+      // Callbacks must not throw (see rlock.h); nothing can be reported to anyone here.
+    }
+  };
+  try {
+    l->loop->post([engine, complete, start]() mutable {
+      try {
+        start(*engine, complete);
+      } catch (const std::bad_alloc &) {
+        complete(RLOCK_ERR_NOMEM, "out of memory");
+      } catch (const std::exception &e) {
+        complete(RLOCK_ERR_INTERNAL, std::string("internal error: ") + e.what());
+      }
+    });
+  } catch (...) {
+    l->busy.store(false, std::memory_order_release);
+    throw;
+  }
+  return RLOCK_OK;
 }
 
 void check_ttl(int64_t ttl_ms) {
@@ -184,14 +232,25 @@ int rlock_quorum_new(rlock_client *const *clients, size_t n, const char *key, in
 void rlock_free(rlock *l) {
   guarded([&] {
     if (l == nullptr) return RLOCK_OK;
-    std::unique_ptr<rlock> owned(l);
-    if (!l->loop->on_loop_thread()) {
-      if (l->engine->held())
-        run_blocking(l, "free", [](rlk::LockEngine &e, rlk::LockEngine::Done d) { e.release(d); });
-      // The engine's loop resources must die on the loop thread: hand the last reference over.
-      auto engine = std::move(l->engine);
-      l->loop->post([engine]() mutable { engine.reset(); });
-    }
+    if (l->loop->on_loop_thread())
+      invalid("free: not allowed on rlock's own loop thread (in a callback); the handle is kept");
+    // On the loop: cancel a pending async acquire, let a pending release/extend finish, stop
+    // renewal and callbacks, release the lock if held. After this no callback of l runs.
+    rlk::Waiter w;
+    auto engine = l->engine;
+    l->loop->post([&w, engine] {
+      try {
+        engine->shut_down([&w] { w.done(); });
+      } catch (...) {
+        w.done();
+      }
+    });
+    w.wait();
+    // The engine's loop resources must die on the loop thread: hand the last reference over.
+    auto last = std::move(l->engine);
+    engine.reset();
+    l->loop->post([last = std::move(last)]() mutable { last.reset(); });
+    delete l;
     return RLOCK_OK;
   });
 }
@@ -242,6 +301,62 @@ int rlock_set_drift(rlock *l, int64_t drift_ppm, int64_t extra_ms) {
     if (drift_ppm < 0 || drift_ppm > 1000000) invalid("drift_ppm must be in 0..1000000");
     if (extra_ms < 0 || extra_ms > 3600000) invalid("extra_ms must be in 0..3600000");
     l->engine->set_drift({drift_ppm, extra_ms});
+    return RLOCK_OK;
+  });
+}
+
+int rlock_acquire_async(rlock *l, int64_t wait_ms, rlock_done_cb cb, void *userdata) {
+  return guarded([&] {
+    if (l == nullptr) invalid("acquire_async: lock is NULL");
+    return run_async(l, "acquire", cb, userdata, [wait_ms](rlk::LockEngine &e, rlk::LockEngine::Done d) {
+      e.acquire(wait_ms, std::move(d));
+    });
+  });
+}
+
+int rlock_release_async(rlock *l, rlock_done_cb cb, void *userdata) {
+  return guarded([&] {
+    if (l == nullptr) invalid("release_async: lock is NULL");
+    return run_async(l, "release", cb, userdata,
+                     [](rlk::LockEngine &e, rlk::LockEngine::Done d) { e.release(std::move(d)); });
+  });
+}
+
+int rlock_extend_async(rlock *l, int64_t ttl_ms, rlock_done_cb cb, void *userdata) {
+  return guarded([&] {
+    if (l == nullptr) invalid("extend_async: lock is NULL");
+    check_ttl(ttl_ms);
+    return run_async(l, "extend", cb, userdata, [ttl_ms](rlk::LockEngine &e, rlk::LockEngine::Done d) {
+      e.extend(std::chrono::milliseconds(ttl_ms), std::move(d));
+    });
+  });
+}
+
+int rlock_set_auto_renew(rlock *l, int enabled, rlock_lost_cb on_lost, void *userdata) {
+  return guarded([&] {
+    if (l == nullptr) invalid("set_auto_renew: lock is NULL");
+    rlk::LockEngine::Lost lost;
+    if (on_lost != nullptr) {
+      lost = [l, on_lost, userdata](int status, const std::string &detail) {
+        rlk::set_last_error(detail);
+        try {
+          on_lost(l, status, userdata);
+        } catch (...) {
+          // Callbacks must not throw (see rlock.h).
+        }
+      };
+    }
+    auto engine = l->engine;
+    if (l->loop->on_loop_thread()) {
+      engine->set_auto_renew(enabled != 0, std::move(lost));
+      return RLOCK_OK;
+    }
+    rlk::Waiter w;
+    l->loop->post([&] {
+      engine->set_auto_renew(enabled != 0, std::move(lost));
+      w.done();
+    });
+    w.wait();
     return RLOCK_OK;
   });
 }

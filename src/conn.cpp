@@ -140,6 +140,25 @@ struct ConnAccess {
     }
   }
 
+  // Replies on a subscribed connection: confirmations and messages, which hiredis routes by
+  // channel rather than in order.
+  static void on_pubsub(redisAsyncContext *ac, void *r, void *privdata) {
+    auto *s = static_cast<Session *>(privdata);
+    if (s->owner == nullptr) return;
+    if (r == nullptr) {
+      s->owner->on_session_lost(s, RLOCK_ERR_IO, ac->err ? std::string(ac->errstr) : "connection closed");
+      return;
+    }
+    auto *reply = static_cast<redisReply *>(r);
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        std::strcmp(reply->element[0]->str, "message") == 0 &&
+        reply->element[1]->type == REDIS_REPLY_STRING) {
+      std::shared_ptr<Conn> keep = s->owner->self_;
+      keep->dispatch(std::string(reply->element[1]->str, reply->element[1]->len));
+    }
+  }
+
   static void convert(const redisReply *r, Reply &out) {
     switch (r->type) {
       case REDIS_REPLY_INTEGER:
@@ -415,11 +434,73 @@ void Conn::arm_deadline() {
 
 void Conn::become_ready() {
   state_ = State::kReady;
+  if (pubsub_) {
+    for (auto &ch : channels_) send_pubsub("SUBSCRIBE", ch.first);
+    maybe_finish_shutdown();
+    return;
+  }
   // Load our scripts on every new connection, pipelined ahead of the first command, so EVALSHA
   // normally never meets NOSCRIPT (which would cost a second round trip). Errors (an ACL user
   // without SCRIPT, say) are ignored: EVALSHA's NOSCRIPT fallback still covers them.
   for (const Script *sc : all_scripts()) send(session_, {"SCRIPT", "LOAD", sc->body}, [](Result &&) {});
   flush_waiting();
+}
+
+uint64_t Conn::listen(const std::string &channel, std::function<void()> on_message) {
+  pubsub_ = true;
+  if (state_ == State::kClosed) return 0;
+  if (!timer_) {
+    timer_ = std::make_unique<Timer>(loop_.uv());
+    kick_ = std::make_unique<Timer>(loop_.uv());
+  }
+  auto &listeners = channels_[channel];
+  const bool first = listeners.empty();
+  const uint64_t id = next_listener_++;
+  listeners.emplace(id, std::move(on_message));
+  if (state_ == State::kReady) {
+    if (first) send_pubsub("SUBSCRIBE", channel);
+  } else if (state_ == State::kDown && !shutting_down_) {
+    state_ = State::kResolving;
+    kick_->start(0, [this] { connect(); });
+  }
+  return id;
+}
+
+void Conn::unlisten(const std::string &channel, uint64_t id) {
+  auto it = channels_.find(channel);
+  if (it == channels_.end()) return;
+  it->second.erase(id);
+  if (!it->second.empty()) return;
+  channels_.erase(it);
+  if (state_ == State::kReady) send_pubsub("UNSUBSCRIBE", channel);
+}
+
+void Conn::send_pubsub(const char *verb, const std::string &channel) {
+  const char *argv[2] = {verb, channel.data()};
+  size_t lens[2] = {std::strlen(verb), channel.size()};
+  redisAsyncCommandArgv(session_->ac, ConnAccess::on_pubsub, session_, 2, argv, lens);
+}
+
+void Conn::dispatch(const std::string &channel) {
+  auto it = channels_.find(channel);
+  if (it == channels_.end()) return;
+  std::vector<std::function<void()>> fns;  // listeners may unlisten while we call them
+  for (auto &l : it->second) fns.push_back(l.second);
+  for (auto &fn : fns) fn();
+}
+
+// A listening connection that broke is made again after a pause, as long as someone listens.
+void Conn::reconnect_listener_later() {
+  if (!pubsub_ || channels_.empty() || shutting_down_ || state_ != State::kDown || !kick_) return;
+  state_ = State::kResolving;
+  kick_->start(250, [this] {
+    if (channels_.empty() || shutting_down_) {
+      state_ = State::kDown;
+      maybe_finish_shutdown();
+      return;
+    }
+    connect();
+  });
 }
 
 void Conn::flush_waiting() {
@@ -463,6 +544,7 @@ void Conn::drop(int status, const std::string &what, bool also_waiting) {
     v.cb(std::move(r));
   }
   if (also_waiting) fail_waiting(status, detail);
+  reconnect_listener_later();
   maybe_finish_shutdown();
 }
 
@@ -485,6 +567,7 @@ void Conn::on_session_lost(Session *s, int status, const std::string &detail) {
   }
   // Requests still waiting for a handshake that will not come fail too; later ones reconnect.
   fail_waiting(status, d);
+  reconnect_listener_later();
   maybe_finish_shutdown();
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +57,14 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void eval(const Script &script, const std::vector<std::string> &keys,
             const std::vector<std::string> &args, Callback cb);
 
+  // Pub/sub, loop thread only. A Conn that listens is in subscribe mode for good (it is a second
+  // connection to the same server, see Client::subscriber); command() is not used on it.
+  // on_message runs for every message published on `channel` until unlisten(channel, id). The
+  // subscriptions are made again after a reconnect; messages published while disconnected are
+  // lost (callers keep polling as a fallback).
+  uint64_t listen(const std::string &channel, std::function<void()> on_message);
+  void unlisten(const std::string &channel, uint64_t id);
+
   // Loop thread only: close once the requests already made have finished (each is bounded by its
   // deadline). The object stays alive until its handles are closed.
   void shutdown();
@@ -80,6 +89,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void fail_waiting(int status, const std::string &detail);
   void flush_waiting();
   void become_ready();
+  void send_pubsub(const char *verb, const std::string &channel);
+  void dispatch(const std::string &channel);
+  void reconnect_listener_later();
   void arm_deadline();
   void maybe_finish_shutdown();
   std::string where() const;
@@ -96,6 +108,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   uint64_t generation_ = 0;       // connection attempts; stale resolver answers are ignored
   size_t handshake_left_ = 0;
   bool shutting_down_ = false;
+  bool pubsub_ = false;  // subscribe mode
+  std::map<std::string, std::map<uint64_t, std::function<void()>>> channels_;
+  uint64_t next_listener_ = 1;
   std::shared_ptr<Conn> self_;    // alive while loop handles may call back into us
 };
 

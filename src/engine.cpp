@@ -1,7 +1,6 @@
 #include "engine.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "scripts.h"
 #include "status.h"
@@ -15,67 +14,105 @@ using std::chrono::milliseconds;
 
 // ---- Client -------------------------------------------------------------------------------------
 
-Client::Client(Loop &loop, ServerAddress addr) : loop_(loop), conn_(Conn::create(loop, std::move(addr))) {}
+Client::Client(Loop &loop, ServerAddress addr)
+    : loop_(loop), conn_(Conn::create(loop, std::move(addr))) {}
 
 Client::~Client() {
-  auto c = conn_;
-  if (loop_.on_loop_thread())
-    c->shutdown();  // the loop may be stopping: do not queue work on it
-  else
-    loop_.post([c] { c->shutdown(); });
+  std::vector<std::shared_ptr<Conn>> conns{conn_};
+  if (sub_) conns.push_back(sub_);
+  for (auto &c : conns) {
+    if (loop_.on_loop_thread())
+      c->shutdown();  // the loop may be stopping: do not queue work on it
+    else
+      loop_.post([c] { c->shutdown(); });
+  }
 }
 
-// ---- Round: one script sent to several servers at once ---------------------------------------------
+Conn &Client::subscriber() {
+  if (!sub_) sub_ = Conn::create(loop_, conn_->address());
+  return *sub_;
+}
+
+// ---- Fan-out: one script sent to several servers at once ---------------------------------------
 
 namespace {
 
 enum class Vote { kYes, kNo, kFailed };
 
-// Sends one script to `targets` at the same time and calls done(tally) once, as soon as
-// algo::decide() says the outcome is known (answers that arrive later are not looked at), or when
-// every target answered. `initial` carries votes already known (e.g. from an earlier round).
-struct Round {
-  using Classify = std::function<Vote(size_t server, Result &&r)>;
-  using Finish = std::function<void(const algo::Tally &)>;
+struct Answer {
+  Vote vote;
+  int status;  // for the per-server report
+  std::string detail;
+};
 
-  static void run(const std::vector<std::shared_ptr<Conn>> &conns, const std::vector<size_t> &targets,
-                  const Script &script, const std::vector<std::string> &keys,
-                  const std::vector<std::string> &args, algo::Tally initial, Classify classify,
-                  Finish done) {
-    struct State {
-      algo::Tally tally;
-      size_t left;
-      bool finished = false;
-      Classify classify;
-      Finish done;
-    };
-    auto st = std::make_shared<State>();
-    st->tally = initial;
-    st->left = targets.size();
-    st->classify = std::move(classify);
-    st->done = std::move(done);
-    if (targets.empty()) {
-      st->finished = true;
-      st->done(st->tally);
-      return;
-    }
-    for (size_t i : targets) {
-      conns[i]->eval(script, keys, args, [st, i](Result &&r) {
-        --st->left;
-        if (st->finished) return;
-        switch (st->classify(i, std::move(r))) {
-          case Vote::kYes: ++st->tally.yes; break;
-          case Vote::kNo: ++st->tally.no; break;
-          case Vote::kFailed: ++st->tally.failed; break;
-        }
-        if (algo::decide(st->tally) != algo::Decision::kUndecided || st->left == 0) {
-          st->finished = true;
-          st->done(st->tally);
-        }
-      });
-    }
+// The answers of one fan-out so far.
+struct RoundResult {
+  algo::Tally tally;
+  std::vector<ServerReport> servers;  // RLOCK_SERVER_PENDING where no answer was needed / came
+  std::vector<int> statuses() const {
+    std::vector<int> v;
+    for (auto &s : servers) v.push_back(s.status);
+    return v;
   }
 };
+
+using Classify = std::function<Answer(size_t server, Result &&r)>;
+using Finish = std::function<void(const RoundResult &)>;
+
+// Sends one script to `targets` in the same loop iteration and calls done once, as soon as
+// algo::decide() says the outcome is known (answers that arrive later are not looked at), or when
+// every target answered. `initial` carries votes already known (e.g. from an earlier round).
+void fan_out(const std::vector<std::shared_ptr<Conn>> &conns, const std::vector<size_t> &targets,
+             const Script &script, const std::vector<std::string> &keys,
+             const std::vector<std::string> &args, algo::Tally initial, Classify classify,
+             Finish done) {
+  struct State {
+    RoundResult out;
+    size_t left;
+    bool finished = false;
+    Classify classify;
+    Finish done;
+  };
+  auto st = std::make_shared<State>();
+  st->out.tally = initial;
+  st->out.servers.resize(conns.size());
+  st->left = targets.size();
+  st->classify = std::move(classify);
+  st->done = std::move(done);
+  if (targets.empty()) {
+    st->finished = true;
+    st->done(st->out);
+    return;
+  }
+  for (size_t i : targets) {
+    conns[i]->eval(script, keys, args, [st, i](Result &&r) {
+      --st->left;
+      if (st->finished) return;
+      Answer a = st->classify(i, std::move(r));
+      st->out.servers[i] = {a.status, std::move(a.detail)};
+      switch (a.vote) {
+        case Vote::kYes: ++st->out.tally.yes; break;
+        case Vote::kNo: ++st->out.tally.no; break;
+        case Vote::kFailed: ++st->out.tally.failed; break;
+      }
+      if (algo::decide(st->out.tally) != algo::Decision::kUndecided || st->left == 0) {
+        st->finished = true;
+        st->done(st->out);
+      }
+    });
+  }
+}
+
+// Classifies the answer to the release and extend scripts: 1 = yes, 0 = not ours.
+Answer yes_or_not_ours(const std::string &where, Result &&r, const char *yes_text) {
+  if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
+  if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1)
+    return {Vote::kYes, RLOCK_OK, where + ": " + yes_text};
+  if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 0)
+    return {Vote::kNo, RLOCK_ERR_NOT_HELD,
+            where + ": the key no longer held our token (expired or taken over)"};
+  return {Vote::kFailed, RLOCK_ERR_SERVER, where + ": unexpected reply to the script"};
+}
 
 std::vector<size_t> all_servers(size_t n) {
   std::vector<size_t> v(n);
@@ -87,16 +124,21 @@ int64_t now_us() {
   return duration_cast<microseconds>(algo::Clock::now().time_since_epoch()).count();
 }
 
+
 }  // namespace
 
 // ---- LockEngine -----------------------------------------------------------------------------------
 
 struct LockEngine::Acquiring {
-  Done done;
+  std::string token;
   Clock::time_point deadline;
   bool forever = false;
   unsigned attempts = 0;
   Clock::time_point start;  // of the current attempt, read before anything was sent
+  bool canceled = false;
+  bool in_round = false;     // an attempt's requests are out
+  bool notified = false;     // a release was announced during the attempt: retry at once
+  long long min_pttl = -1;   // shortest remaining TTL among the owners that refused us
 };
 
 LockEngine::LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string key,
@@ -104,6 +146,7 @@ LockEngine::LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string
     : clients_(std::move(servers)),
       key_(std::move(key)),
       fence_key_(rlk::fence_key(key_)),
+      channel_(rlk::release_channel(key_)),
       ttl_(ttl),
       reports_(clients_.size()),
       rng_(std::random_device{}()) {
@@ -111,6 +154,11 @@ LockEngine::LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string
 }
 
 LockEngine::~LockEngine() = default;
+
+Timer &LockEngine::timer(std::unique_ptr<Timer> &t) {
+  if (!t) t = std::make_unique<Timer>(conns_[0]->loop().uv());
+  return *t;
+}
 
 int64_t LockEngine::validity_ms() const {
   int64_t until = valid_until_us_.load(std::memory_order_acquire);
@@ -133,6 +181,9 @@ void LockEngine::clear_held() {
   valid_until_us_.store(0, std::memory_order_release);
   fence_.store(0, std::memory_order_release);
   token_.clear();
+  ++epoch_;
+  if (renew_timer_) renew_timer_->stop();
+  if (loss_timer_) loss_timer_->stop();
 }
 
 void LockEngine::reset_reports() {
@@ -151,76 +202,93 @@ std::string LockEngine::summary(int status) const {
   if (reports_.size() == 1) return reports_[0].detail;
   size_t ok = 0;
   for (auto &r : reports_) ok += r.status == RLOCK_OK;
-  std::string s = std::string(rlk::status_text(status)) + " (" + std::to_string(ok) + " of " +
+  std::string s = std::string(status_text(status)) + " (" + std::to_string(ok) + " of " +
                   std::to_string(reports_.size()) + " servers agreed, quorum is " +
                   std::to_string(algo::quorum(reports_.size())) + ")";
   for (size_t i = 0; i < reports_.size(); ++i) {
     s += i == 0 ? ": " : "; ";
-    s += reports_[i].status == RLOCK_SERVER_PENDING
-             ? conns_[i]->address().display() + ": no answer needed"
-             : reports_[i].detail;
+    s += reports_[i].status == RLOCK_SERVER_PENDING ? server_address(i) + ": no answer needed"
+                                                    : reports_[i].detail;
   }
   return s;
 }
 
-void LockEngine::acquire(int64_t wait_ms, Done done) {
-  if (held()) {
-    done(RLOCK_ERR_INVALID, "this handle already holds the lock (release it first)");
-    return;
+void LockEngine::begin(Done done) { done_ = std::move(done); }
+
+void LockEngine::finish(int status, const std::string &detail) {
+  Done d = std::move(done_);
+  done_ = nullptr;
+  if (d) d(status, detail);
+  if (after_call_ && !done_) {
+    auto a = std::move(after_call_);
+    after_call_ = nullptr;
+    a();
   }
+}
+
+// ---- acquire --------------------------------------------------------------------------------------
+
+void LockEngine::acquire(int64_t wait_ms, Done done) {
+  begin(std::move(done));
+  if (shut_down_) return finish(RLOCK_ERR_CANCELED, "the handle is being freed");
+  if (held()) return finish(RLOCK_ERR_INVALID, "this handle already holds the lock (release it first)");
+  // An earlier acquisition that expired or was lost may have left its key behind: clear it.
+  if (!token_.empty()) undo(token_, all_servers(conns_.size()));
   clear_held();
+  auto op = std::make_shared<Acquiring>();
   // A failed earlier call may have left a late SET of its token on a server (a timed-out request
   // that still ran). Reusing that token makes such a key ours instead of blocking us until its TTL.
   // The token changes after every acquisition that succeeded.
-  token_ = unused_token_.empty() ? new_token() : unused_token_;
+  op->token = unused_token_.empty() ? new_token() : unused_token_;
   unused_token_.clear();
-  auto op = std::make_shared<Acquiring>();
-  op->done = std::move(done);
   op->forever = wait_ms < 0;
   op->deadline = Clock::now() + milliseconds(wait_ms > 0 ? wait_ms : 0);
+  acquiring_ = op;
   attempt(std::move(op));
 }
 
 void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
-  reset_reports();
   op->start = Clock::now();  // validity counts from before the first request is written
+  op->in_round = true;
+  op->notified = false;
+  op->min_pttl = -1;
   auto fences = std::make_shared<std::vector<int64_t>>(conns_.size(), -1);
   auto self = shared_from_this();
   algo::Tally t;
   t.n = conns_.size();
-  Round::run(
+  fan_out(
       conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_},
-      {token_, std::to_string(ttl_.count())}, t,
-      [self, fences](size_t i, Result &&r) {
-        ServerReport &rep = self->reports_[i];
-        const std::string where = self->conns_[i]->address().display();
-        if (r.status != RLOCK_OK) {
-          rep = {r.status, r.detail};
-          return Vote::kFailed;
-        }
+      {op->token, std::to_string(ttl_.count())}, t,
+      [self, op, fences](size_t i, Result &&r) -> Answer {
+        const std::string where = self->server_address(i);
+        if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
         const Reply &y = r.reply;
         if (y.type == Reply::Type::kArray && y.elements.size() == 2 &&
             y.elements[0].type == Reply::Type::kInteger &&
             y.elements[1].type == Reply::Type::kInteger) {
           if (y.elements[0].integer == 1 && y.elements[1].integer > 0) {
             (*fences)[i] = y.elements[1].integer;
-            rep = {RLOCK_OK, where + ": granted"};
-            return Vote::kYes;
+            return {Vote::kYes, RLOCK_OK, where + ": granted"};
           }
           if (y.elements[0].integer == 0) {
             long long pttl = y.elements[1].integer;
-            rep = {RLOCK_ERR_BUSY,
-                   where + ": held by another owner" +
-                       (pttl >= 0 ? " (expires in " + std::to_string(pttl) + " ms)"
-                                  : " (the key has no TTL: set by something other than rlock?)")};
-            return Vote::kNo;
+            if (pttl >= 0 && (op->min_pttl < 0 || pttl < op->min_pttl)) op->min_pttl = pttl;
+            return {Vote::kNo, RLOCK_ERR_BUSY,
+                    where + ": held by another owner" +
+                        (pttl >= 0 ? " (expires in " + std::to_string(pttl) + " ms)"
+                                   : " (the key has no TTL: set by something other than rlock?)")};
           }
         }
-        rep = {RLOCK_ERR_SERVER, where + ": unexpected reply to the acquire script"};
-        return Vote::kFailed;
+        return {Vote::kFailed, RLOCK_ERR_SERVER, where + ": unexpected reply to the acquire script"};
       },
-      [self, op, fences](const algo::Tally &tally) {
-        self->on_acquire_votes(op, tally, fences);
+      [self, op, fences](const RoundResult &out) {
+        op->in_round = false;
+        if (op->canceled) {
+          self->undo(op->token, all_servers(self->conns_.size()));
+          return;
+        }
+        self->reports_ = out.servers;
+        self->on_acquire_votes(op, out.tally, fences);
       });
 }
 
@@ -242,25 +310,27 @@ void LockEngine::on_acquire_votes(std::shared_ptr<Acquiring> op, const algo::Tal
     else if ((*fences)[i] >= 0) behind.push_back(i);
     else ++lifted.failed;
   }
-  if (behind.empty()) {
-    finish_acquire(op, static_cast<uint64_t>(top));
-    return;
-  }
+  if (behind.empty()) return finish_acquire(op, static_cast<uint64_t>(top));
   auto self = shared_from_this();
-  Round::run(
-      conns_, behind, raise_script(), {key_, fence_key_}, {token_, std::to_string(top)}, lifted,
-      [self](size_t i, Result &&r) {
-        if (r.status != RLOCK_OK) {
-          self->reports_[i] = {r.status, r.detail};
-          return Vote::kFailed;
-        }
-        if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1) return Vote::kYes;
-        self->reports_[i] = {RLOCK_ERR_NOT_HELD,
-                             self->conns_[i]->address().display() + ": lost the key before the fencing counter was synced"};
-        return Vote::kNo;
+  op->in_round = true;
+  fan_out(
+      conns_, behind, raise_script(), {key_, fence_key_}, {op->token, std::to_string(top)}, lifted,
+      [self](size_t i, Result &&r) -> Answer {
+        if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
+        if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1)
+          return {Vote::kYes, RLOCK_OK, self->server_address(i) + ": granted"};
+        return {Vote::kNo, RLOCK_ERR_NOT_HELD,
+                self->server_address(i) + ": lost the key before the fencing counter was synced"};
       },
-      [self, op, top](const algo::Tally &tally) {
-        if (algo::decide(tally) == algo::Decision::kReached)
+      [self, op, top](const RoundResult &out) {
+        op->in_round = false;
+        if (op->canceled) {
+          self->undo(op->token, all_servers(self->conns_.size()));
+          return;
+        }
+        for (size_t i = 0; i < out.servers.size(); ++i)
+          if (out.servers[i].status != RLOCK_SERVER_PENDING) self->reports_[i] = out.servers[i];
+        if (algo::decide(out.tally) == algo::Decision::kReached)
           self->finish_acquire(op, static_cast<uint64_t>(top));
         else
           self->attempt_failed(op, algo::failure_status(self->report_statuses(), RLOCK_ERR_BUSY));
@@ -280,8 +350,14 @@ void LockEngine::finish_acquire(std::shared_ptr<Acquiring> op, uint64_t fence) {
     attempt_failed(op, RLOCK_ERR_TIMEOUT);
     return;
   }
+  token_ = op->token;
+  ++epoch_;
   set_held(now + left, fence);
-  op->done(RLOCK_OK, "");
+  if (renew_) {
+    schedule_renewal(ttl_ / 3);
+    arm_loss_timer();
+  }
+  end_acquire(op, RLOCK_OK, "");
 }
 
 void LockEngine::attempt_failed(std::shared_ptr<Acquiring> op, int status) {
@@ -291,22 +367,56 @@ void LockEngine::attempt_failed(std::shared_ptr<Acquiring> op, int status) {
   std::vector<size_t> maybe_ours;
   for (size_t i = 0; i < reports_.size(); ++i)
     if (reports_[i].status != RLOCK_ERR_BUSY) maybe_ours.push_back(i);
-  undo(token_, maybe_ours);
+  undo(op->token, maybe_ours);
 
   auto now = Clock::now();
-  if (algo::retryable(status) && (op->forever || now < op->deadline)) {
-    auto delay = algo::backoff_delay(backoff_, op->attempts++, rng_);
-    if (!op->forever) delay = std::min(delay, duration_cast<microseconds>(op->deadline - now));
-    if (!retry_timer_) retry_timer_ = std::make_unique<Timer>(conns_[0]->loop().uv());
-    auto self = shared_from_this();
-    retry_timer_->start(static_cast<uint64_t>((delay.count() + 999) / 1000),
-                        [self, op] { self->attempt(op); });
+  if (!algo::retryable(status) || (!op->forever && now >= op->deadline)) {
+    end_acquire(op, status, summary(status));
     return;
   }
-  std::string detail = summary(status);
-  unused_token_ = token_;
-  token_.clear();
-  op->done(status, detail);
+  if (status == RLOCK_ERR_BUSY || status == RLOCK_ERR_NO_QUORUM) listen_for_release();
+  microseconds delay = op->notified ? microseconds(0) : algo::backoff_delay(backoff_, op->attempts++, rng_);
+  // The owner's key expires by itself after its remaining TTL: no point sleeping past that.
+  if (op->min_pttl >= 0) delay = std::min(delay, duration_cast<microseconds>(milliseconds(op->min_pttl + 1)));
+  if (!op->forever) delay = std::min(delay, duration_cast<microseconds>(op->deadline - now));
+  auto self = shared_from_this();
+  timer(retry_timer_).start(static_cast<uint64_t>((delay.count() + 999) / 1000), [self, op] {
+    if (!op->canceled) self->attempt(op);
+  });
+}
+
+void LockEngine::end_acquire(std::shared_ptr<Acquiring> op, int status, const std::string &detail) {
+  acquiring_ = nullptr;
+  if (status != RLOCK_OK && status != RLOCK_ERR_CANCELED) unused_token_ = op->token;
+  finish(status, detail);
+}
+
+// Waiters learn of a release at once through pub/sub (the release script publishes on the key's
+// channel); the backoff timer stays as the fallback, so a lost message costs one backoff step.
+// A handle keeps its subscription, once made, until it is freed.
+void LockEngine::listen_for_release() {
+  if (listening_ || shut_down_) return;
+  listening_ = true;
+  std::weak_ptr<LockEngine> weak = shared_from_this();
+  for (auto &c : clients_) {
+    uint64_t id = c->subscriber().listen(channel_, [weak] {
+      if (auto self = weak.lock()) self->on_release_notice(self->acquiring_);
+    });
+    listeners_.push_back(id);
+  }
+}
+
+void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op) {
+  if (!op || op->canceled) return;
+  if (op->in_round) {
+    op->notified = true;  // the release may have come after our request was refused
+    return;
+  }
+  // Waiting in backoff: try again now.
+  auto self = shared_from_this();
+  timer(retry_timer_).start(0, [self, op] {
+    if (!op->canceled && !op->in_round && self->acquiring_ == op) self->attempt(op);
+  });
 }
 
 void LockEngine::undo(const std::string &token, const std::vector<size_t> &servers) {
@@ -314,102 +424,211 @@ void LockEngine::undo(const std::string &token, const std::vector<size_t> &serve
   algo::Tally t;
   t.n = conns_.size();
   // Nobody waits for this round; its answers do not change the outcome already reported.
-  Round::run(conns_, servers, release_script(), {key_}, {token}, t,
-             [](size_t, Result &&) { return Vote::kFailed; }, [](const algo::Tally &) {});
+  fan_out(conns_, servers, release_script(), {key_}, {token, channel_}, t,
+          [](size_t, Result &&) { return Answer{Vote::kFailed, RLOCK_SERVER_PENDING, ""}; },
+          [](const RoundResult &) {});
 }
 
+// ---- release and extend -----------------------------------------------------------------------------
+
 void LockEngine::release(Done done) {
-  if (token_.empty()) {
-    reset_reports();
-    done(RLOCK_ERR_NOT_HELD, "this handle does not hold the lock (never acquired, or already released)");
-    return;
-  }
+  begin(std::move(done));
+  if (shut_down_) return finish(RLOCK_ERR_CANCELED, "the handle is being freed");
   reset_reports();
+  if (token_.empty())
+    return finish(RLOCK_ERR_NOT_HELD, "this handle does not hold the lock (never acquired, or already released)");
   const std::string token = token_;
-  clear_held();  // not held afterwards, whatever the servers say
+  clear_held();  // not held afterwards, whatever the servers say; stops renewal
   auto self = shared_from_this();
   algo::Tally t;
   t.n = conns_.size();
-  Round::run(
-      conns_, all_servers(conns_.size()), release_script(), {key_}, {token}, t,
-      [self](size_t i, Result &&r) {
-        ServerReport &rep = self->reports_[i];
-        const std::string where = self->conns_[i]->address().display();
-        if (r.status != RLOCK_OK) {
-          rep = {r.status, r.detail};
-          return Vote::kFailed;
-        }
-        if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1) {
-          rep = {RLOCK_OK, where + ": released"};
-          return Vote::kYes;
-        }
-        rep = {RLOCK_ERR_NOT_HELD, where + ": the key no longer held our token (expired or taken over)"};
-        return Vote::kNo;
-      },
-      [self, done](const algo::Tally &tally) {
-        if (algo::decide(tally) == algo::Decision::kReached) {
-          done(RLOCK_OK, "");
-          return;
-        }
-        int st = algo::failure_status(self->report_statuses(), RLOCK_ERR_NOT_HELD);
-        done(st, self->summary(st));
+  fan_out(
+      conns_, all_servers(conns_.size()), release_script(), {key_}, {token, channel_}, t,
+      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "released"); },
+      [self](const RoundResult &out) {
+        self->reports_ = out.servers;
+        if (algo::decide(out.tally) == algo::Decision::kReached) return self->finish(RLOCK_OK, "");
+        int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
+        self->finish(st, self->summary(st));
       });
 }
 
 void LockEngine::extend(milliseconds ttl, Done done) {
-  if (token_.empty()) {
-    reset_reports();
-    done(RLOCK_ERR_NOT_HELD, "this handle does not hold the lock (never acquired, or already released)");
-    return;
-  }
+  begin(std::move(done));
+  if (shut_down_) return finish(RLOCK_ERR_CANCELED, "the handle is being freed");
   reset_reports();
+  if (token_.empty())
+    return finish(RLOCK_ERR_NOT_HELD, "this handle does not hold the lock (never acquired, or already released)");
   auto self = shared_from_this();
   auto start = Clock::now();
+  const uint64_t epoch = epoch_;
   algo::Tally t;
   t.n = conns_.size();
-  Round::run(
-      conns_, all_servers(conns_.size()), extend_script(), {key_}, {token_, std::to_string(ttl.count())},
-      t,
-      [self](size_t i, Result &&r) {
-        ServerReport &rep = self->reports_[i];
-        const std::string where = self->conns_[i]->address().display();
-        if (r.status != RLOCK_OK) {
-          rep = {r.status, r.detail};
-          return Vote::kFailed;
-        }
-        if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1) {
-          rep = {RLOCK_OK, where + ": extended"};
-          return Vote::kYes;
-        }
-        rep = {RLOCK_ERR_NOT_HELD, where + ": the key no longer held our token (expired or taken over)"};
-        return Vote::kNo;
-      },
-      [self, done, start, ttl](const algo::Tally &tally) {
+  fan_out(
+      conns_, all_servers(conns_.size()), extend_script(), {key_},
+      {token_, std::to_string(ttl.count())}, t,
+      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "extended"); },
+      [self, start, ttl, epoch](const RoundResult &out) {
+        self->reports_ = out.servers;
         auto now = Clock::now();
         auto left = algo::validity(start, now, ttl, self->drift_);
-        if (algo::decide(tally) == algo::Decision::kReached) {
-          if (left > microseconds(0)) {
-            self->ttl_ = ttl;
-            self->set_held(now + left, self->fence_.load());
-            done(RLOCK_OK, "");
-          } else {
-            self->clear_held();
-            done(RLOCK_ERR_TIMEOUT, "the call took longer than the new TTL; the lock is lost");
-          }
-          return;
+        if (epoch != self->epoch_) {
+          // Renewal declared the lock lost while we were asking: keep that verdict.
+          return self->finish(RLOCK_ERR_NOT_HELD, "the lock was lost while extending");
         }
-        int st = algo::failure_status(self->report_statuses(), RLOCK_ERR_NOT_HELD);
+        if (algo::decide(out.tally) == algo::Decision::kReached) {
+          if (left <= microseconds(0)) {
+            self->clear_held();
+            return self->finish(RLOCK_ERR_TIMEOUT,
+                                "the call took longer than the new TTL; the lock is lost");
+          }
+          self->ttl_ = ttl;
+          self->set_held(now + left, self->fence_.load());
+          if (self->renew_) {
+            self->schedule_renewal(ttl / 3);
+            self->arm_loss_timer();
+          }
+          return self->finish(RLOCK_OK, "");
+        }
+        int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
         if (st == RLOCK_ERR_NOT_HELD) {
           self->clear_held();
         } else if (self->valid_until_us_.load() != 0) {
           // Unknown outcome: some servers may now carry the new, possibly shorter, TTL. Keep the
           // earlier of the two expiries, which is safe either way.
           int64_t bound = duration_cast<microseconds>((now + left).time_since_epoch()).count();
-          int64_t cur = self->valid_until_us_.load();
-          if (bound < cur) self->valid_until_us_.store(bound > 0 ? bound : 1);
+          if (bound < self->valid_until_us_.load()) self->valid_until_us_.store(bound > 0 ? bound : 1);
+          if (self->renew_) self->arm_loss_timer();
         }
-        done(st, self->summary(st));
+        self->finish(st, self->summary(st));
       });
+}
+
+// ---- auto-renewal ---------------------------------------------------------------------------------
+
+void LockEngine::set_auto_renew(bool on, Lost on_lost) {
+  renew_ = on && !shut_down_;
+  on_lost_ = renew_ ? std::move(on_lost) : nullptr;
+  if (renew_timer_) renew_timer_->stop();
+  if (loss_timer_) loss_timer_->stop();
+  if (renew_ && held()) {
+    schedule_renewal(milliseconds(0));
+    arm_loss_timer();
+  }
+}
+
+void LockEngine::schedule_renewal(milliseconds in) {
+  auto self = shared_from_this();
+  const uint64_t epoch = epoch_;
+  timer(renew_timer_).start(static_cast<uint64_t>(std::max<int64_t>(in.count(), 0)), [self, epoch] {
+    if (epoch == self->epoch_ && self->renew_) self->renew();
+  });
+}
+
+void LockEngine::renew() {
+  auto self = shared_from_this();
+  const uint64_t epoch = epoch_;
+  const milliseconds ttl = ttl_;
+  auto start = Clock::now();
+  algo::Tally t;
+  t.n = conns_.size();
+  fan_out(
+      conns_, all_servers(conns_.size()), extend_script(), {key_},
+      {token_, std::to_string(ttl.count())}, t,
+      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "extended"); },
+      [self, epoch, ttl, start](const RoundResult &out) {
+        if (epoch != self->epoch_ || !self->renew_) return;  // released, lost or re-acquired since
+        auto now = Clock::now();
+        auto left = algo::validity(start, now, ttl, self->drift_);
+        if (algo::decide(out.tally) == algo::Decision::kReached && left > microseconds(0)) {
+          self->set_held(now + left, self->fence_.load());
+          self->schedule_renewal(ttl / 3);
+          self->arm_loss_timer();
+          return;
+        }
+        int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
+        std::string detail;
+        for (auto &s : out.servers)
+          if (s.status != RLOCK_OK && s.status != RLOCK_SERVER_PENDING)
+            detail += (detail.empty() ? "" : "; ") + s.detail;
+        if (st == RLOCK_ERR_NOT_HELD) return self->lost(st, "renewal: " + detail);
+        // Could not tell: keep the safe (earlier) expiry and try again soon, until it runs out.
+        int64_t bound = duration_cast<microseconds>((now + left).time_since_epoch()).count();
+        if (bound < self->valid_until_us_.load()) self->valid_until_us_.store(bound > 0 ? bound : 1);
+        self->last_renew_error_ = {st, "renewal: " + detail};
+        if (self->validity_ms() <= 0) return self->lost(st, "renewal: " + detail);
+        self->schedule_renewal(std::max(milliseconds(1), ttl / 10));
+        self->arm_loss_timer();
+      });
+}
+
+// Fires when the validity ends without a successful renewal; rounded down to the millisecond so
+// the callback comes no later than the moment rlock_validity_ms reaches 0.
+void LockEngine::arm_loss_timer() {
+  auto self = shared_from_this();
+  const uint64_t epoch = epoch_;
+  int64_t left = validity_ms();
+  timer(loss_timer_).start(static_cast<uint64_t>(left > 1 ? left - 1 : 0), [self, epoch] {
+    if (epoch != self->epoch_ || !self->renew_) return;
+    if (self->validity_ms() > 1) return self->arm_loss_timer();  // renewed meanwhile
+    auto e = self->last_renew_error_;
+    self->lost(e.status != RLOCK_OK ? e.status : RLOCK_ERR_TIMEOUT,
+               e.status != RLOCK_OK ? e.detail : "renewal: no answer before the validity ran out");
+  });
+}
+
+void LockEngine::lost(int status, const std::string &detail) {
+  if (shut_down_) return;
+  // Not held from now on; the token stays so that a later release can still clean up.
+  valid_until_us_.store(0, std::memory_order_release);
+  fence_.store(0, std::memory_order_release);
+  ++epoch_;
+  if (renew_timer_) renew_timer_->stop();
+  if (loss_timer_) loss_timer_->stop();
+  last_renew_error_ = {};
+  if (on_lost_) {
+    Lost cb = on_lost_;
+    cb(status, detail);
+  }
+}
+
+// ---- shutting down ---------------------------------------------------------------------------------
+
+void LockEngine::shut_down(std::function<void()> then) {
+  shut_down_ = true;
+  renew_ = false;
+  on_lost_ = nullptr;
+  if (renew_timer_) renew_timer_->stop();
+  if (loss_timer_) loss_timer_->stop();
+  for (size_t i = 0; i < clients_.size() && i < listeners_.size(); ++i)
+    clients_[i]->subscriber().unlisten(channel_, listeners_[i]);
+  listeners_.clear();
+  auto self = shared_from_this();
+  auto last_steps = [self, then] {
+    // Give the lock up if held (bounded by the command timeout), then report back.
+    if (self->token_.empty()) return then();
+    const std::string token = self->token_;
+    self->clear_held();
+    algo::Tally t;
+    t.n = self->conns_.size();
+    fan_out(self->conns_, all_servers(self->conns_.size()), release_script(), {self->key_},
+            {token, self->channel_}, t,
+            [](size_t, Result &&r) {
+              return Answer{r.status == RLOCK_OK ? Vote::kYes : Vote::kFailed, r.status, ""};
+            },
+            [then](const RoundResult &) { then(); });
+  };
+  if (auto op = acquiring_) {
+    op->canceled = true;
+    if (retry_timer_) retry_timer_->stop();
+    // An attempt in flight undoes itself when its answers arrive (see attempt()).
+    end_acquire(op, RLOCK_ERR_CANCELED, "the handle was freed while acquiring");
+    last_steps();
+  } else if (done_) {
+    after_call_ = last_steps;  // a release or extend in flight finishes first
+  } else {
+    last_steps();
+  }
 }
 
 }  // namespace rlk

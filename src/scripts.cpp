@@ -29,9 +29,11 @@ end
 return {0, redis.call('PTTL', KEYS[1])}
 )LUA";
 
+// Publishing wakes waiters at once. pcall: a user without pub/sub rights (ACL) still releases.
 const char *kRelease = R"LUA(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  redis.pcall('PUBLISH', ARGV[2], '1')
   return 1
 end
 return 0
@@ -80,5 +82,7 @@ const std::vector<const Script *> &all_scripts() {
 }
 
 std::string fence_key(const std::string &key) { return key + ":fence"; }
+
+std::string release_channel(const std::string &key) { return "rlock:released:" + key; }
 
 }  // namespace rlk

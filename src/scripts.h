@@ -16,7 +16,8 @@ struct Script {
 //   -> {1, fence}: granted (SET NX PX, or the key already holds our token from an earlier request of
 //                  this same acquisition whose reply we lost), fence = the new fencing counter value
 //      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL)
-// RELEASE  KEYS[1]=key  ARGV[1]=token                  -> 1 deleted, 0 not ours
+// RELEASE  KEYS[1]=key  ARGV[1]=token ARGV[2]=channel  -> 1 deleted (and published on the
+//                                                         channel), 0 not ours
 // EXTEND   KEYS[1]=key  ARGV[1]=token ARGV[2]=ttl_ms   -> 1 extended, 0 not ours
 // RAISE    KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=fence
 //   -> 1: the key holds our token and the counter is now >= fence; 0: not ours (counter untouched)
@@ -30,5 +31,8 @@ const std::vector<const Script *> &all_scripts();
 
 // The name of the fencing counter kept next to a lock key.
 std::string fence_key(const std::string &key);
+
+// The pub/sub channel on which releases of a key are announced to waiters.
+std::string release_channel(const std::string &key);
 
 }  // namespace rlk

@@ -15,6 +15,7 @@ const char *status_text(int status) noexcept {
     case RLOCK_ERR_NOMEM: return "out of memory";
     case RLOCK_ERR_AUTH: return "authentication or ACL failure";
     case RLOCK_ERR_INTERNAL: return "internal error in rlock";
+    case RLOCK_ERR_CANCELED: return "the call was canceled because its handle was freed";
     case RLOCK_SERVER_PENDING: return "no answer from this server was needed or received yet";
     default: return "unknown rlock status code";
   }
@@ -33,6 +34,7 @@ const char *err_name(int status) noexcept {
     case RLOCK_ERR_NOMEM: return "RLOCK_ERR_NOMEM";
     case RLOCK_ERR_AUTH: return "RLOCK_ERR_AUTH";
     case RLOCK_ERR_INTERNAL: return "RLOCK_ERR_INTERNAL";
+    case RLOCK_ERR_CANCELED: return "RLOCK_ERR_CANCELED";
     case RLOCK_SERVER_PENDING: return "RLOCK_SERVER_PENDING";
     default: return "RLOCK_ERR_UNKNOWN";
   }

@@ -27,10 +27,5 @@ void set_last_error(std::string msg) noexcept;
 void clear_last_error() noexcept;
 const char *last_error() noexcept;
 
-// A status with its detail, as produced by one server or one operation.
-struct Outcome {
-  int status = RLOCK_OK;
-  std::string detail;
-};
 
 }  // namespace rlk
