@@ -373,7 +373,7 @@ Result run_contention(const ContentionParams &p, const std::string &id,
     r.throughput = true;
     r.latency = summarize(waits);
     const long long acq = sh->acquisitions.load();
-    const double elapsed = std::max(1e-9, (sh->last_done_ns.load() - start) / 1e9);
+    const double elapsed = std::max(p.seconds, (sh->last_done_ns.load() - start) / 1e9);
     r.ops_per_s = acq / elapsed;
     r.errors = sh->errors.load() + sh->timeouts.load();
     const long long lost = acq - sh->plain_counter;

@@ -181,7 +181,8 @@ JsonObject machine_and_versions(const Options &o) {
       .str("cpu", file_field("/proc/cpuinfo", "model name"))
       .str("kernel", std::string(u.sysname) + " " + u.release + " " + u.machine)
       .str("os", file_field("/etc/os-release", "PRETTY_NAME"))
-      .num("mem_gib", ::sysconf(_SC_PHYS_PAGES) * double(::sysconf(_SC_PAGESIZE)) / (1 << 30));
+      .num("mem_gib", ::sysconf(_SC_PHYS_PAGES) * double(::sysconf(_SC_PAGESIZE)) / (1 << 30))
+      .str("loadavg_at_start", first_line_of("cat /proc/loadavg"));
   std::string redis = first_line_of("'" + redis_server_binary() + "' --version 2>/dev/null");
   size_t v = redis.find("v=");
   JsonObject versions;
