@@ -72,13 +72,16 @@ TEST_CASE("a second handle on the same key gets RLOCK_ERR_BUSY, then the lock af
   CHECK(ms >= 95);
   CHECK(ms < 1000);
   uint64_t fa = rlock_fencing_token(a.get());
+  int released = 1;
   std::thread releaser([&] {
-    // Let b start waiting; the release wakes it within a backoff step whatever the timing.
+    // Let b start waiting; the release wakes it whatever the timing. (Catch2 assertions stay on the
+    // test's own thread: they are not thread-safe.)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    CHECK(rlock_release(a.get()) == RLOCK_OK);
+    released = rlock_release(a.get());
   });
   CHECK(rlock_acquire(b.get(), 5000) == RLOCK_OK);
   releaser.join();
+  CHECK(released == RLOCK_OK);
   CHECK(rlock_fencing_token(b.get()) > fa);
   CHECK(rlock_release(b.get()) == RLOCK_OK);
 }
