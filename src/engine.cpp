@@ -45,6 +45,8 @@ struct Answer {
   std::string detail;
 };
 
+}  // namespace
+
 // The answers of one fan-out so far.
 struct RoundResult {
   algo::Tally tally;
@@ -55,6 +57,8 @@ struct RoundResult {
     return v;
   }
 };
+
+namespace {
 
 using Classify = std::function<Answer(size_t server, Result &&r)>;
 using Finish = std::function<void(const RoundResult &)>;
@@ -453,6 +457,31 @@ void LockEngine::release(Done done) {
       });
 }
 
+// Sends the extend script for `ttl` with the current token to every server; then() gets the
+// answers, the time they were decided and the validity the lock has if a quorum extended it.
+void LockEngine::extend_round(milliseconds ttl, ExtendThen then) {
+  auto self = shared_from_this();
+  auto start = Clock::now();
+  algo::Tally t;
+  t.n = conns_.size();
+  fan_out(
+      conns_, all_servers(conns_.size()), extend_script(), {key_},
+      {token_, std::to_string(ttl.count())}, t,
+      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "extended"); },
+      [self, start, ttl, then](const RoundResult &out) {
+        auto now = Clock::now();
+        then(out, now, algo::validity(start, now, ttl, self->drift_));
+      });
+}
+
+// After an extension whose outcome is unknown, some servers may carry the new, possibly shorter,
+// TTL: keep the earlier of the two expiries, which is safe either way.
+void LockEngine::keep_earlier_expiry(Clock::time_point bound) {
+  if (valid_until_us_.load() == 0) return;
+  int64_t us = duration_cast<microseconds>(bound.time_since_epoch()).count();
+  if (us < valid_until_us_.load()) valid_until_us_.store(us > 0 ? us : 1);
+}
+
 void LockEngine::extend(milliseconds ttl, Done done) {
   begin(std::move(done));
   if (shut_down_) return finish(RLOCK_ERR_CANCELED, "the handle is being freed");
@@ -460,48 +489,35 @@ void LockEngine::extend(milliseconds ttl, Done done) {
   if (token_.empty())
     return finish(RLOCK_ERR_NOT_HELD, "this handle does not hold the lock (never acquired, or already released)");
   auto self = shared_from_this();
-  auto start = Clock::now();
   const uint64_t epoch = epoch_;
-  algo::Tally t;
-  t.n = conns_.size();
-  fan_out(
-      conns_, all_servers(conns_.size()), extend_script(), {key_},
-      {token_, std::to_string(ttl.count())}, t,
-      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "extended"); },
-      [self, start, ttl, epoch](const RoundResult &out) {
-        self->reports_ = out.servers;
-        auto now = Clock::now();
-        auto left = algo::validity(start, now, ttl, self->drift_);
-        if (epoch != self->epoch_) {
-          // Renewal declared the lock lost while we were asking: keep that verdict.
-          return self->finish(RLOCK_ERR_NOT_HELD, "the lock was lost while extending");
-        }
-        if (algo::decide(out.tally) == algo::Decision::kReached) {
-          if (left <= microseconds(0)) {
-            self->clear_held();
-            return self->finish(RLOCK_ERR_TIMEOUT,
-                                "the call took longer than the new TTL; the lock is lost");
-          }
-          self->ttl_ = ttl;
-          self->set_held(now + left, self->fence_.load());
-          if (self->renew_) {
-            self->schedule_renewal(ttl / 3);
-            self->arm_loss_timer();
-          }
-          return self->finish(RLOCK_OK, "");
-        }
-        int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
-        if (st == RLOCK_ERR_NOT_HELD) {
-          self->clear_held();
-        } else if (self->valid_until_us_.load() != 0) {
-          // Unknown outcome: some servers may now carry the new, possibly shorter, TTL. Keep the
-          // earlier of the two expiries, which is safe either way.
-          int64_t bound = duration_cast<microseconds>((now + left).time_since_epoch()).count();
-          if (bound < self->valid_until_us_.load()) self->valid_until_us_.store(bound > 0 ? bound : 1);
-          if (self->renew_) self->arm_loss_timer();
-        }
-        self->finish(st, self->summary(st));
-      });
+  extend_round(ttl, [self, ttl, epoch](const RoundResult &out, Clock::time_point now, microseconds left) {
+    self->reports_ = out.servers;
+    if (epoch != self->epoch_) {
+      // Renewal declared the lock lost while we were asking: keep that verdict.
+      return self->finish(RLOCK_ERR_NOT_HELD, "the lock was lost while extending");
+    }
+    if (algo::decide(out.tally) == algo::Decision::kReached) {
+      if (left <= microseconds(0)) {
+        self->clear_held();
+        return self->finish(RLOCK_ERR_TIMEOUT, "the call took longer than the new TTL; the lock is lost");
+      }
+      self->ttl_ = ttl;
+      self->set_held(now + left, self->fence_.load());
+      if (self->renew_) {
+        self->schedule_renewal(ttl / 3);
+        self->arm_loss_timer();
+      }
+      return self->finish(RLOCK_OK, "");
+    }
+    int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
+    if (st == RLOCK_ERR_NOT_HELD) {
+      self->clear_held();
+    } else {
+      self->keep_earlier_expiry(now + left);
+      if (self->renew_) self->arm_loss_timer();
+    }
+    self->finish(st, self->summary(st));
+  });
 }
 
 // ---- auto-renewal ---------------------------------------------------------------------------------
@@ -529,37 +545,26 @@ void LockEngine::renew() {
   auto self = shared_from_this();
   const uint64_t epoch = epoch_;
   const milliseconds ttl = ttl_;
-  auto start = Clock::now();
-  algo::Tally t;
-  t.n = conns_.size();
-  fan_out(
-      conns_, all_servers(conns_.size()), extend_script(), {key_},
-      {token_, std::to_string(ttl.count())}, t,
-      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "extended"); },
-      [self, epoch, ttl, start](const RoundResult &out) {
-        if (epoch != self->epoch_ || !self->renew_) return;  // released, lost or re-acquired since
-        auto now = Clock::now();
-        auto left = algo::validity(start, now, ttl, self->drift_);
-        if (algo::decide(out.tally) == algo::Decision::kReached && left > microseconds(0)) {
-          self->set_held(now + left, self->fence_.load());
-          self->schedule_renewal(ttl / 3);
-          self->arm_loss_timer();
-          return;
-        }
-        int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
-        std::string detail;
-        for (auto &s : out.servers)
-          if (s.status != RLOCK_OK && s.status != RLOCK_SERVER_PENDING)
-            detail += (detail.empty() ? "" : "; ") + s.detail;
-        if (st == RLOCK_ERR_NOT_HELD) return self->lost(st, "renewal: " + detail);
-        // Could not tell: keep the safe (earlier) expiry and try again soon, until it runs out.
-        int64_t bound = duration_cast<microseconds>((now + left).time_since_epoch()).count();
-        if (bound < self->valid_until_us_.load()) self->valid_until_us_.store(bound > 0 ? bound : 1);
-        self->last_renew_error_ = {st, "renewal: " + detail};
-        if (self->validity_ms() <= 0) return self->lost(st, "renewal: " + detail);
-        self->schedule_renewal(std::max(milliseconds(1), ttl / 10));
-        self->arm_loss_timer();
-      });
+  extend_round(ttl, [self, epoch, ttl](const RoundResult &out, Clock::time_point now, microseconds left) {
+    if (epoch != self->epoch_ || !self->renew_) return;  // released, lost or re-acquired since
+    if (algo::decide(out.tally) == algo::Decision::kReached && left > microseconds(0)) {
+      self->set_held(now + left, self->fence_.load());
+      self->schedule_renewal(ttl / 3);
+      self->arm_loss_timer();
+      return;
+    }
+    int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
+    std::string detail = "renewal: ";
+    for (auto &s : out.servers)
+      if (s.status != RLOCK_OK && s.status != RLOCK_SERVER_PENDING) detail += s.detail + "; ";
+    if (st == RLOCK_ERR_NOT_HELD) return self->lost(st, detail);
+    // Could not tell: keep the safe (earlier) expiry and try again soon, until it runs out.
+    self->keep_earlier_expiry(now + left);
+    self->last_renew_error_ = {st, detail};
+    if (self->validity_ms() <= 0) return self->lost(st, detail);
+    self->schedule_renewal(std::max(milliseconds(1), ttl / 10));
+    self->arm_loss_timer();
+  });
 }
 
 // Fires when the validity ends without a successful renewal; rounded down to the millisecond so

@@ -19,6 +19,8 @@
 
 namespace rlk {
 
+struct RoundResult;  // engine.cpp
+
 // One Redis server as seen by the API: its connection on the loop, shared by every lock built on
 // it, and (made on first use) a second connection subscribed to release notifications.
 class Client {
@@ -96,6 +98,11 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
   void reset_reports();
   std::vector<int> report_statuses() const;
   std::string summary(int status) const;
+
+  using ExtendThen = std::function<void(const RoundResult &, Clock::time_point now,
+                                        std::chrono::microseconds validity)>;
+  void extend_round(std::chrono::milliseconds ttl, ExtendThen then);
+  void keep_earlier_expiry(Clock::time_point bound);
 
   // Renewal.
   void schedule_renewal(std::chrono::milliseconds in);
