@@ -22,14 +22,17 @@ the same key. All blocking C calls run without the GIL.
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
+import traceback
 
 __all__ = [
     "EXPECTED_MAJOR", "OK", "ERR_BUSY", "ERR_NOT_HELD", "ERR_INVALID", "ERR_TIMEOUT", "ERR_IO",
     "ERR_SERVER", "ERR_NO_QUORUM", "ERR_NOMEM", "ERR_AUTH", "ERR_INTERNAL", "SERVER_PENDING",
     "version", "version_number", "strerror", "err_name", "last_error",
     "RLockError", "LockBusy", "NotHeld", "InvalidArgument", "Timeout", "RLockIOError",
-    "ServerError", "NoQuorum", "OutOfMemory", "AuthError", "InternalError",
+    "ServerError", "NoQuorum", "OutOfMemory", "AuthError", "InternalError", "Canceled",
+    "ERR_CANCELED",
     "Client", "Lock",
 ]
 
@@ -48,6 +51,7 @@ ERR_NO_QUORUM = -7
 ERR_NOMEM = -8
 ERR_AUTH = -9
 ERR_INTERNAL = -10
+ERR_CANCELED = -11
 #: rlock_server_status(): the server's answer was not needed, or no call was made yet.
 SERVER_PENDING = 1
 
@@ -82,6 +86,13 @@ def _load_library():
                       % (where, "; ".join(errors) or "not found"))
 
 
+# void (*)(rlock *l, int status, void *userdata): rlock_done_cb and rlock_lost_cb.
+_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+
+# Set while a callback of ours runs on the library's loop thread (where blocking calls are refused).
+_in_callback = threading.local()
+
+
 def _declare(lib):
     c_int, c_char_p, c_size_t = ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t
     c_int64, c_uint64 = ctypes.c_int64, ctypes.c_uint64
@@ -107,6 +118,10 @@ def _declare(lib):
         "rlock_set_drift": (c_int, [_LockPtr, c_int64, c_int64]),
         "rlock_server_count": (c_size_t, [_LockPtr]),
         "rlock_server_status": (c_int, [_LockPtr, c_size_t, c_char_p, c_size_t]),
+        "rlock_acquire_async": (c_int, [_LockPtr, c_int64, _CALLBACK, ctypes.c_void_p]),
+        "rlock_release_async": (c_int, [_LockPtr, _CALLBACK, ctypes.c_void_p]),
+        "rlock_extend_async": (c_int, [_LockPtr, c_int64, _CALLBACK, ctypes.c_void_p]),
+        "rlock_set_auto_renew": (c_int, [_LockPtr, c_int, _CALLBACK, ctypes.c_void_p]),
     }
     for name, (restype, argtypes) in table.items():
         try:
@@ -238,6 +253,10 @@ class AuthError(RLockError):
     """RLOCK_ERR_AUTH: authentication or ACL failure."""
 
 
+class Canceled(RLockError):
+    """RLOCK_ERR_CANCELED: an asynchronous call was canceled because its Lock was closed."""
+
+
 class InternalError(RLockError):
     """RLOCK_ERR_INTERNAL: a bug in rlock; please report it with .detail."""
 
@@ -245,7 +264,7 @@ class InternalError(RLockError):
 _ERRORS = {
     ERR_BUSY: LockBusy, ERR_NOT_HELD: NotHeld, ERR_INVALID: InvalidArgument, ERR_TIMEOUT: Timeout,
     ERR_IO: RLockIOError, ERR_SERVER: ServerError, ERR_NO_QUORUM: NoQuorum, ERR_NOMEM: OutOfMemory,
-    ERR_AUTH: AuthError, ERR_INTERNAL: InternalError,
+    ERR_AUTH: AuthError, ERR_INTERNAL: InternalError, ERR_CANCELED: Canceled,
 }
 
 
@@ -392,6 +411,8 @@ class Lock:
     def __init__(self, client, key, ttl_ms, wait_ms=-1):
         self._ptr = None
         self._guard = threading.Lock()
+        self._pending = []     # ctypes callback objects of async calls, kept alive
+        self._lost_cb = None   # ctypes callback of auto_renew
         self.key = key
         self.wait_ms = _i64("wait_ms", wait_ms)
         rawkey = _cstr("key", key)
@@ -456,6 +477,7 @@ class Lock:
         wait_ms != 0 the outcome is that of the last attempt.
         """
         wait = -1 if wait_ms is None else _i64("wait_ms", wait_ms)
+        self._check_not_in_callback("acquire")
         with self._guard:
             status = _lib.rlock_acquire(self._handle(), wait)
             if status == OK:
@@ -471,6 +493,7 @@ class Lock:
         expired, taken over: another owner's lock is never touched), or Timeout / RLockIOError /
         ServerError / AuthError / NoQuorum when the outcome is unknown (the key then expires by
         its TTL)."""
+        self._check_not_in_callback("release")
         with self._guard:
             _call(_lib.rlock_release, self._handle())
 
@@ -479,6 +502,7 @@ class Lock:
         ttl_ms too. Raises NotHeld if the lock was lost (the handle is then no longer held), or a
         transport error if the outcome is unknown (the previous validity still stands)."""
         ttl = _i64("ttl_ms", ttl_ms)
+        self._check_not_in_callback("extend")
         with self._guard:
             _call(_lib.rlock_extend, self._handle(), ttl)
 
@@ -486,8 +510,8 @@ class Lock:
     def validity_ms(self):
         """Milliseconds of ownership left (monotonic clock, drift subtracted); 0 when not held,
         released, expired, or closed."""
-        with self._guard:
-            return _lib.rlock_validity_ms(self._ptr) if self._ptr is not None else 0
+        ptr = self._ptr  # no guard: the C getter is safe alongside any call (also from callbacks)
+        return _lib.rlock_validity_ms(ptr) if ptr is not None else 0
 
     @property
     def held(self):
@@ -498,8 +522,8 @@ class Lock:
     def fencing_token(self):
         """The fencing token of the current acquisition (strictly increasing per key across all
         owners), or 0 when not held."""
-        with self._guard:
-            return _lib.rlock_fencing_token(self._ptr) if self._ptr is not None else 0
+        ptr = self._ptr  # no guard, as validity_ms
+        return _lib.rlock_fencing_token(ptr) if ptr is not None else 0
 
     @property
     def server_count(self):
@@ -545,15 +569,121 @@ class Lock:
         with self._guard:
             _call(_lib.rlock_set_drift, self._handle(), p, e)
 
+    # -- auto-renewal and asynchronous calls (callbacks run on the library's loop thread) --
+
+    def auto_renew(self, enabled=True, on_lost=None):
+        """Keeps the lock alive while held: the library extends it every ttl/3 from its own thread.
+        on_lost(lock, status) is called (on the library's thread, at most once per acquisition, no
+        later than the end of the validity) if it is lost anyway; it must return quickly and must
+        not call blocking methods of this Lock. Renewal stops on release(), on loss, on close() and
+        with auto_renew(False)."""
+        cb = None
+        if enabled and on_lost is not None:
+            def trampoline(_ptr, status, _userdata, on_lost=on_lost):
+                self._run_callback(on_lost, self, status)
+            cb = _CALLBACK(trampoline)
+        self._check_not_in_callback("auto_renew")
+        with self._guard:
+            _call(_lib.rlock_set_auto_renew, self._handle(), 1 if enabled else 0, cb, None)
+            self._lost_cb = cb  # the library calls it until renewal is switched off or freed
+
+    def acquire_async(self, callback, wait_ms=0):
+        """Starts acquire(wait_ms) and returns at once; callback(status, detail) runs on the
+        library's loop thread when it completes (status OK, ERR_BUSY, ...; ERR_CANCELED if the Lock
+        is closed first). Raises InvalidArgument if another call on this Lock is in progress."""
+        wait = -1 if wait_ms is None else _i64("wait_ms", wait_ms)
+        self._start_async(_lib.rlock_acquire_async, (wait,), callback)
+
+    def release_async(self, callback):
+        """Starts release(); callback(status, detail) runs on the library's loop thread."""
+        self._start_async(_lib.rlock_release_async, (), callback)
+
+    def extend_async(self, ttl_ms, callback):
+        """Starts extend(ttl_ms); callback(status, detail) runs on the library's loop thread."""
+        self._start_async(_lib.rlock_extend_async, (_i64("ttl_ms", ttl_ms),), callback)
+
+    async def acquire_aio(self, wait_ms=-1):
+        """asyncio form of acquire(): True when acquired, False when busy, else raises."""
+        status, detail = await self._aio(self.acquire_async, wait_ms=wait_ms)
+        if status == OK:
+            return True
+        if status == ERR_BUSY:
+            return False
+        raise _error(status, detail)
+
+    async def release_aio(self):
+        """asyncio form of release()."""
+        status, detail = await self._aio(self.release_async)
+        if status != OK:
+            raise _error(status, detail)
+
+    async def extend_aio(self, ttl_ms):
+        """asyncio form of extend()."""
+        status, detail = await self._aio(lambda cb: self.extend_async(ttl_ms, cb))
+        if status != OK:
+            raise _error(status, detail)
+
+    def _aio(self, start, **kwargs):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle(status, detail):
+            if not fut.done():
+                fut.set_result((status, detail))
+
+        start(lambda status, detail: loop.call_soon_threadsafe(settle, status, detail), **kwargs)
+        return fut
+
+    def _start_async(self, fn, args, callback):
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        # A ctypes callback object must stay alive until the library has called it, and must not be
+        # freed while it runs: finished ones are dropped on a later call.
+        self._pending = [p for p in self._pending if not p[1]]
+        entry = [None, False]
+
+        def trampoline(_ptr, status, _userdata):
+            try:
+                detail = _text(_lib.rlock_last_error()) if status != OK else ""
+                self._run_callback(callback, status, detail)
+            finally:
+                entry[1] = True
+
+        entry[0] = _CALLBACK(trampoline)
+        self._pending.append(entry)
+        status = fn(self._handle(), *args, entry[0], None)
+        if status != OK:
+            self._pending.remove(entry)
+            raise _error(status, _text(_lib.rlock_last_error()))
+
+    @staticmethod
+    def _run_callback(fn, *args):
+        _in_callback.active = True
+        try:
+            fn(*args)
+        except BaseException:  # nothing can propagate into C: report like an unraisable exception
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            _in_callback.active = False
+
+    @staticmethod
+    def _check_not_in_callback(what):
+        if getattr(_in_callback, "active", False):
+            raise _invalid("%s: not allowed in a callback (it runs on rlock's loop thread)" % what)
+
     def close(self):
-        """Frees the handle, releasing the lock first if it is held. Idempotent."""
+        """Frees the handle, releasing the lock first if it is held, and canceling a pending
+        acquire_async (its callback gets ERR_CANCELED). Idempotent. Not allowed in a callback."""
         guard = getattr(self, "_guard", None)
         if guard is None:
             return
+        self._check_not_in_callback("close")
         with guard:
-            ptr, self._ptr = self._ptr, None
+            ptr = self._ptr
             if ptr is not None:
-                _lib.rlock_free(ptr)
+                _lib.rlock_free(ptr)  # callbacks may still run (and read the handle) until it returns
+                self._ptr = None
 
     @property
     def closed(self):

@@ -109,6 +109,21 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
+    def command(self, *args, timeout=2.0):
+        """Sends one command (RESP) and returns the first line of the reply, e.g. ":1"; enough for
+        tests that change the server's state behind the library's back."""
+        payload = "*%d\r\n" % len(args) + "".join(
+            "$%d\r\n%s\r\n" % (len(a.encode()), a) for a in map(str, args))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(payload.encode())
+            data = b""
+            while not data.endswith(b"\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return data.split(b"\r\n", 1)[0].decode()
+
     def stop(self):
         self._kill()
         self._cleanup_dir()

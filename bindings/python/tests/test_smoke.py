@@ -392,5 +392,110 @@ class TestQuorum(unittest.TestCase):
             rlock.Lock.quorum([self.clients[0], self.clients[0]], "k", 1000)
 
 
+class TestLiveness(unittest.TestCase):
+    """Auto-renewal, the lost-lock callback and the asynchronous calls (threading and asyncio)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = RedisServer().start()
+        cls.client = rlock.Client(cls.redis.uri)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.redis.stop()
+
+    def new_lock(self, ttl_ms=10000, key=None):
+        lock = rlock.Lock(self.client, key or unique_key(self), ttl_ms)
+        self.addCleanup(lock.close)
+        return lock
+
+    def test_auto_renew_keeps_a_short_lock_and_reports_its_loss(self):
+        key = unique_key(self)
+        lock, other = self.new_lock(300, key), self.new_lock(300, key)
+        lost = []
+        event = threading.Event()
+
+        def on_lost(l, status):
+            lost.append((status, l.validity_ms, threading.get_ident()))
+            event.set()
+
+        lock.auto_renew(True, on_lost)
+        self.assertTrue(lock.acquire())
+        deadline = time.monotonic() + 1.5  # five TTLs
+        while time.monotonic() < deadline:
+            self.assertFalse(other.acquire(0))
+            time.sleep(0.05)  # pacing of the probe, not synchronisation
+        self.assertEqual(lost, [])
+        self.redis.command("DEL", key)  # taken away behind its back
+        self.assertTrue(event.wait(2.0), "lost callback did not come")
+        status, validity, thread = lost[0]
+        self.assertEqual(status, rlock.ERR_NOT_HELD)
+        self.assertEqual(validity, 0)
+        self.assertNotEqual(thread, threading.get_ident())
+        self.assertEqual(lock.validity_ms, 0)
+
+    def test_async_acquire_and_release_call_back(self):
+        lock = self.new_lock()
+        results = []
+        done = threading.Event()
+
+        def acquired(status, detail):
+            results.append(("acquire", status))
+            lock.release_async(released)  # chaining from the callback is allowed
+
+        def released(status, detail):
+            results.append(("release", status))
+            done.set()
+
+        lock.acquire_async(acquired, wait_ms=1000)
+        self.assertTrue(done.wait(5.0))
+        self.assertEqual(results, [("acquire", rlock.OK), ("release", rlock.OK)])
+
+    def test_blocking_calls_in_a_callback_raise_instead_of_deadlocking(self):
+        lock = self.new_lock()
+        seen = []
+        done = threading.Event()
+
+        def acquired(status, detail):
+            try:
+                lock.release()
+            except rlock.InvalidArgument as e:
+                seen.append(e)
+            done.set()
+
+        lock.acquire_async(acquired)
+        self.assertTrue(done.wait(5.0))
+        self.assertEqual(len(seen), 1)
+        lock.release()
+
+    def test_asyncio_forms(self):
+        import asyncio
+        key = unique_key(self)
+        a, b = self.new_lock(key=key), self.new_lock(key=key)
+
+        async def scenario():
+            self.assertTrue(await a.acquire_aio(0))
+            self.assertFalse(await b.acquire_aio(0))
+            waiter = asyncio.ensure_future(b.acquire_aio(5000))
+            await asyncio.sleep(0.05)
+            await a.release_aio()
+            self.assertTrue(await waiter)
+            await b.extend_aio(20000)
+            await b.release_aio()
+
+        asyncio.run(scenario())
+
+    def test_close_cancels_a_pending_async_acquire(self):
+        key = unique_key(self)
+        holder, waiter = self.new_lock(key=key), self.new_lock(key=key)
+        self.assertTrue(holder.acquire())
+        results = []
+        waiter.acquire_async(lambda status, detail: results.append(status), wait_ms=-1)
+        waiter.close()
+        self.assertEqual(results, [rlock.ERR_CANCELED])
+        holder.release()
+
+
 if __name__ == "__main__":
     unittest.main()
