@@ -370,9 +370,7 @@ int rlock_server_status(const rlock *l, size_t i, char *msg, size_t msg_len) {
       invalid("server index " + std::to_string(i) + " is out of range");
     const rlk::ServerReport &r = l->engine->report(i);
     if (msg != nullptr && msg_len > 0) {
-      std::string text = r.detail.empty()
-                             ? l->engine->server_address(i) + ": no answer (none needed, or no call yet)"
-                             : r.detail;
+      std::string text = l->engine->report_text(i);
       size_t k = std::min(text.size(), msg_len - 1);
       std::memcpy(msg, text.data(), k);
       msg[k] = '\0';

@@ -211,7 +211,7 @@ Conn::~Conn() = default;
 
 std::string Conn::where() const { return addr_.display(); }
 
-void Conn::command(std::vector<std::string> args, Callback cb) {
+void Conn::command(const std::vector<std::string> &args, Callback cb) {
   if (state_ == State::kClosed) {
     Result r;
     r.status = RLOCK_ERR_IO;
@@ -224,10 +224,10 @@ void Conn::command(std::vector<std::string> args, Callback cb) {
     kick_ = std::make_unique<Timer>(loop_.uv());
   }
   if (state_ == State::kReady) {
-    send(session_, std::move(args), std::move(cb));
+    send(session_, args, std::move(cb));
     return;
   }
-  waiting_.push_back(Pending{std::move(args), std::move(cb)});
+  waiting_.push_back(Pending{args, std::move(cb)});  // hiredis copies on send; we only when waiting
   if (state_ == State::kDown) {
     // Connect on a fresh stack: we may be inside a callback of the session that just died.
     state_ = State::kResolving;
@@ -237,21 +237,20 @@ void Conn::command(std::vector<std::string> args, Callback cb) {
 
 void Conn::eval(const Script &script, const std::vector<std::string> &keys,
                 const std::vector<std::string> &args, Callback cb) {
-  std::vector<std::string> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(script.sha);
-  argv.push_back(std::to_string(keys.size()));
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<std::string> again = argv;
-  command(std::move(argv), [this, &script, again = std::move(again), cb = std::move(cb)](
-                               Result &&r) mutable {
+  auto argv = std::make_shared<std::vector<std::string>>();
+  argv->reserve(3 + keys.size() + args.size());
+  argv->push_back("EVALSHA");
+  argv->push_back(script.sha);
+  argv->push_back(std::to_string(keys.size()));
+  argv->insert(argv->end(), keys.begin(), keys.end());
+  argv->insert(argv->end(), args.begin(), args.end());
+  const std::vector<std::string> &first = *argv;
+  command(first, [this, &script, argv, cb = std::move(cb)](Result &&r) mutable {
     if (r.status == RLOCK_ERR_SERVER && r.reply.str.compare(0, 8, "NOSCRIPT") == 0) {
       // NOSCRIPT means nothing ran: send the same call with the script body.
-      again[0] = "EVAL";
-      again[1] = script.body;
-      command(std::move(again), std::move(cb));
+      (*argv)[0] = "EVAL";
+      (*argv)[1] = script.body;
+      command(*argv, std::move(cb));
       return;
     }
     cb(std::move(r));
@@ -393,7 +392,7 @@ void Conn::on_connected(Session *s, bool ok, const std::string &err) {
   }
 }
 
-void Conn::send(Session *s, std::vector<std::string> args, Callback cb) {
+void Conn::send(Session *s, const std::vector<std::string> &args, Callback cb) {
   std::vector<const char *> argv(args.size());
   std::vector<size_t> lens(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
@@ -506,7 +505,7 @@ void Conn::reconnect_listener_later() {
 void Conn::flush_waiting() {
   auto batch = std::move(waiting_);
   waiting_.clear();
-  for (auto &p : batch) send(session_, std::move(p.args), std::move(p.cb));
+  for (auto &p : batch) send(session_, p.args, std::move(p.cb));
 }
 
 void Conn::fail_waiting(int status, const std::string &detail) {

@@ -52,7 +52,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   // connection has to be made) + command_timeout. A command that misses its deadline fails with
   // RLOCK_ERR_TIMEOUT and the connection is dropped, so no late reply can be matched to a later
   // request; the next command reconnects.
-  void command(std::vector<std::string> args, Callback cb);
+  void command(const std::vector<std::string> &args, Callback cb);
   // EVALSHA of the script; on NOSCRIPT (server restarted, SCRIPT FLUSH) the same call as EVAL.
   void eval(const Script &script, const std::vector<std::string> &keys,
             const std::vector<std::string> &args, Callback cb);
@@ -84,7 +84,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void start_hiredis(const std::string &ip);
   void on_connected(Session *s, bool ok, const std::string &err);
   void on_session_lost(Session *s, int status, const std::string &detail);
-  void send(Session *s, std::vector<std::string> args, Callback cb);
+  void send(Session *s, const std::vector<std::string> &args, Callback cb);
   void drop(int status, const std::string &detail, bool fail_waiting);
   void fail_waiting(int status, const std::string &detail);
   void flush_waiting();

@@ -43,6 +43,7 @@ struct Answer {
   Vote vote;
   int status;  // for the per-server report
   std::string detail;
+  const char *what = nullptr;  // success text, see ServerReport
 };
 
 }  // namespace
@@ -93,7 +94,7 @@ void fan_out(const std::vector<std::shared_ptr<Conn>> &conns, const std::vector<
       --st->left;
       if (st->finished) return;
       Answer a = st->classify(i, std::move(r));
-      st->out.servers[i] = {a.status, std::move(a.detail)};
+      st->out.servers[i] = {a.status, a.what, std::move(a.detail)};
       switch (a.vote) {
         case Vote::kYes: ++st->out.tally.yes; break;
         case Vote::kNo: ++st->out.tally.no; break;
@@ -107,15 +108,17 @@ void fan_out(const std::vector<std::shared_ptr<Conn>> &conns, const std::vector<
   }
 }
 
-// Classifies the answer to the release and extend scripts: 1 = yes, 0 = not ours.
-Answer yes_or_not_ours(const std::string &where, Result &&r, const char *yes_text) {
+// Classifies the answer to the release and extend scripts: 1 = yes, 0 = not ours. `where` names
+// the server; it is only called on the (rare) paths that build a message.
+template <class Where>
+Answer yes_or_not_ours(Where where, Result &&r, const char *yes_text) {
   if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
   if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1)
-    return {Vote::kYes, RLOCK_OK, where + ": " + yes_text};
+    return {Vote::kYes, RLOCK_OK, "", yes_text};
   if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 0)
     return {Vote::kNo, RLOCK_ERR_NOT_HELD,
-            where + ": the key no longer held our token (expired or taken over)"};
-  return {Vote::kFailed, RLOCK_ERR_SERVER, where + ": unexpected reply to the script"};
+            where() + ": the key no longer held our token (expired or taken over)"};
+  return {Vote::kFailed, RLOCK_ERR_SERVER, where() + ": unexpected reply to the script"};
 }
 
 std::vector<size_t> all_servers(size_t n) {
@@ -202,8 +205,15 @@ std::vector<int> LockEngine::report_statuses() const {
 
 // The message for a failed call: the server's own detail for a single server, or one line per
 // server for a quorum.
+std::string LockEngine::report_text(size_t i) const {
+  const ServerReport &r = reports_[i];
+  if (!r.detail.empty()) return r.detail;
+  if (r.what != nullptr) return server_address(i) + ": " + r.what;
+  return server_address(i) + ": no answer (none needed, or no call yet)";
+}
+
 std::string LockEngine::summary(int status) const {
-  if (reports_.size() == 1) return reports_[0].detail;
+  if (reports_.size() == 1) return report_text(0);
   size_t ok = 0;
   for (auto &r : reports_) ok += r.status == RLOCK_OK;
   std::string s = std::string(status_text(status)) + " (" + std::to_string(ok) + " of " +
@@ -211,8 +221,7 @@ std::string LockEngine::summary(int status) const {
                   std::to_string(algo::quorum(reports_.size())) + ")";
   for (size_t i = 0; i < reports_.size(); ++i) {
     s += i == 0 ? ": " : "; ";
-    s += reports_[i].status == RLOCK_SERVER_PENDING ? server_address(i) + ": no answer needed"
-                                                    : reports_[i].detail;
+    s += report_text(i);
   }
   return s;
 }
@@ -264,7 +273,7 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
       conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_},
       {op->token, std::to_string(ttl_.count())}, t,
       [self, op, fences](size_t i, Result &&r) -> Answer {
-        const std::string where = self->server_address(i);
+        auto where = [&] { return self->server_address(i); };
         if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
         const Reply &y = r.reply;
         if (y.type == Reply::Type::kArray && y.elements.size() == 2 &&
@@ -272,18 +281,18 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
             y.elements[1].type == Reply::Type::kInteger) {
           if (y.elements[0].integer == 1 && y.elements[1].integer > 0) {
             (*fences)[i] = y.elements[1].integer;
-            return {Vote::kYes, RLOCK_OK, where + ": granted"};
+            return {Vote::kYes, RLOCK_OK, "", "granted"};
           }
           if (y.elements[0].integer == 0) {
             long long pttl = y.elements[1].integer;
             if (pttl >= 0 && (op->min_pttl < 0 || pttl < op->min_pttl)) op->min_pttl = pttl;
             return {Vote::kNo, RLOCK_ERR_BUSY,
-                    where + ": held by another owner" +
+                    where() + ": held by another owner" +
                         (pttl >= 0 ? " (expires in " + std::to_string(pttl) + " ms)"
                                    : " (the key has no TTL: set by something other than rlock?)")};
           }
         }
-        return {Vote::kFailed, RLOCK_ERR_SERVER, where + ": unexpected reply to the acquire script"};
+        return {Vote::kFailed, RLOCK_ERR_SERVER, where() + ": unexpected reply to the acquire script"};
       },
       [self, op, fences](const RoundResult &out) {
         op->in_round = false;
@@ -322,7 +331,7 @@ void LockEngine::on_acquire_votes(std::shared_ptr<Acquiring> op, const algo::Tal
       [self](size_t i, Result &&r) -> Answer {
         if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
         if (r.reply.type == Reply::Type::kInteger && r.reply.integer == 1)
-          return {Vote::kYes, RLOCK_OK, self->server_address(i) + ": granted"};
+          return {Vote::kYes, RLOCK_OK, "", "granted"};
         return {Vote::kNo, RLOCK_ERR_NOT_HELD,
                 self->server_address(i) + ": lost the key before the fencing counter was synced"};
       },
@@ -346,11 +355,11 @@ void LockEngine::finish_acquire(std::shared_ptr<Acquiring> op, uint64_t fence) {
   auto left = algo::validity(op->start, now, ttl_, drift_);
   if (left <= microseconds(0)) {
     // Granted, but the attempt used up the whole TTL: not held.
-    for (auto &r : reports_)
-      if (r.status == RLOCK_OK)
-        r.detail += " too late: the attempt took " +
-                    std::to_string(duration_cast<milliseconds>(now - op->start).count()) +
-                    " ms of a " + std::to_string(ttl_.count()) + " ms TTL";
+    for (size_t i = 0; i < reports_.size(); ++i)
+      if (reports_[i].status == RLOCK_OK)
+        reports_[i].detail = report_text(i) + " too late: the attempt took " +
+                             std::to_string(duration_cast<milliseconds>(now - op->start).count()) +
+                             " ms of a " + std::to_string(ttl_.count()) + " ms TTL";
     attempt_failed(op, RLOCK_ERR_TIMEOUT);
     return;
   }
@@ -448,7 +457,7 @@ void LockEngine::release(Done done) {
   t.n = conns_.size();
   fan_out(
       conns_, all_servers(conns_.size()), release_script(), {key_}, {token, channel_}, t,
-      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "released"); },
+      [self](size_t i, Result &&r) { return yes_or_not_ours([&] { return self->server_address(i); }, std::move(r), "released"); },
       [self](const RoundResult &out) {
         self->reports_ = out.servers;
         if (algo::decide(out.tally) == algo::Decision::kReached) return self->finish(RLOCK_OK, "");
@@ -467,7 +476,7 @@ void LockEngine::extend_round(milliseconds ttl, ExtendThen then) {
   fan_out(
       conns_, all_servers(conns_.size()), extend_script(), {key_},
       {token_, std::to_string(ttl.count())}, t,
-      [self](size_t i, Result &&r) { return yes_or_not_ours(self->server_address(i), std::move(r), "extended"); },
+      [self](size_t i, Result &&r) { return yes_or_not_ours([&] { return self->server_address(i); }, std::move(r), "extended"); },
       [self, start, ttl, then](const RoundResult &out) {
         auto now = Clock::now();
         then(out, now, algo::validity(start, now, ttl, self->drift_));
@@ -556,7 +565,7 @@ void LockEngine::renew() {
     int st = algo::failure_status(out.statuses(), RLOCK_ERR_NOT_HELD);
     std::string detail = "renewal: ";
     for (auto &s : out.servers)
-      if (s.status != RLOCK_OK && s.status != RLOCK_SERVER_PENDING) detail += s.detail + "; ";
+      if (s.status != RLOCK_OK && s.status != RLOCK_SERVER_PENDING) detail += s.detail + "; ";  // failures carry their text
     if (st == RLOCK_ERR_NOT_HELD) return self->lost(st, detail);
     // Could not tell: keep the safe (earlier) expiry and try again soon, until it runs out.
     self->keep_earlier_expiry(now + left);

@@ -42,7 +42,8 @@ class Client {
 // What one server answered in the last call of a lock.
 struct ServerReport {
   int status = RLOCK_SERVER_PENDING;
-  std::string detail;
+  const char *what = nullptr;  // static text of a success ("granted"), so the hot path builds none
+  std::string detail;          // failures: "<address>: <what happened>"
 };
 
 class LockEngine : public std::enable_shared_from_this<LockEngine> {
@@ -73,6 +74,7 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
   size_t server_count() const { return conns_.size(); }
   const ServerReport &report(size_t i) const { return reports_[i]; }
   std::string server_address(size_t i) const { return conns_[i]->address().display(); }
+  std::string report_text(size_t i) const;  // "<address>: <what it answered>"
   void set_backoff(algo::Backoff b) { backoff_ = b; }
   void set_drift(algo::Drift d) { drift_ = d; }
 
