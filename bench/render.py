@@ -2,7 +2,8 @@
 """Renders rlock-bench results (JSON) as markdown and a latency-distribution plot.
 
     /usr/bin/python3 bench/render.py RESULTS.json --markdown docs/benchmarks.md \
-        --plot docs/bench-latency.png [--notes bench/notes.md] [--command 'scripts/bench.sh']
+        --plot docs/bench-latency.png [--notes bench/notes.md] [--one-cpu ONE_CPU.json] \
+        [--command 'scripts/bench.sh']
 
 Every number in the markdown comes from RESULTS.json; the hand-written analysis is taken verbatim
 from --notes. Without --markdown the tables go to stdout. The plot needs matplotlib (Debian's
@@ -67,6 +68,10 @@ def fmt_rate(x):
     return "-" if x is None else "{:,.0f}".format(x)
 
 
+def impl_rank(r):
+    return IMPL_ORDER.index(r["impl"]) if r["impl"] in IMPL_ORDER else 99
+
+
 def sort_key(r):
     impl = r["impl"]
     return (IMPL_ORDER.index(impl) if impl in IMPL_ORDER else 99, r["id"])
@@ -86,6 +91,7 @@ def latency_table(results, ids):
             fmt_us(r["latency_us"]["median"]), fmt_us(r["latency_us"]["p99"]),
             fmt_us(r["latency_us"]["mean"]), fmt_rate(r.get("ops_per_s")),
             "`%s`" % r["baseline"] if r.get("baseline") else "(baseline)",
+            ("ops/s " if r.get("ratio_of") == "throughput" and base else "") +
             fmt_x(ratio(r, base)) + "".join("; %s vs `%s`" % (fmt_x(ratio(r, b)), a) for a, b in extra if b),
             fmt_x(ratio(r, base, "p99")) if r.get("ratio_of") != "throughput" else "-"))
     return lines
@@ -157,7 +163,22 @@ def versions_of(meta, infos):
     return v
 
 
-def render_markdown(meta, results, infos, peer_errors, notes, command, plot_name):
+def one_cpu_section(path):
+    """The S1/S2 pass run under `taskset -c 0` (server, caller and rlock's loop thread on one CPU)."""
+    meta, results, _, _ = load(path)
+    ids = by_id(results)
+    rs = sorted(results, key=lambda r: (r["scenario"], r["servers"], impl_rank(r)))
+    out = ["", "### The same on one CPU (`taskset -c 0`: servers, caller and rlock's loop thread share it)", "",
+           "A second, shorter pass (%d iterations per case) right after the main one. On this 2-vCPU"
+           " virtual machine a blocking round trip between two CPUs pays for waking an idle vCPU,"
+           " while a thread that spins keeps its CPU awake. On one CPU no vCPU has to be woken, so"
+           " the raw baseline gets its fastest; but rlock's caller then spins (up to 100 us per"
+           " call) on the very CPU its loop thread needs. The two passes bracket what a deployment"
+           " sees; compare both before concluding anything from either." % meta["params"]["iters"], ""]
+    return out + latency_table(rs, ids)
+
+
+def render_markdown(meta, results, infos, peer_errors, notes, command, plot_name, one_cpu=None):
     ids = by_id(results)
     m = meta["machine"]
     p = meta["params"]
@@ -184,6 +205,7 @@ def render_markdown(meta, results, infos, peer_errors, notes, command, plot_name
         "|---|---|",
         "| CPU | %s, %s cores (`nproc`), %.0f GiB |" % (m["cpu"], m["nproc"], m["mem_gib"]),
         "| OS, kernel | %s, %s |" % (m["os"], m["kernel"]),
+        "| load average at start | %s |" % " ".join(m.get("loadavg_at_start", "-").split()[:3]),
         "| rlock | %s (%s build, %s) |" % (v.get("rlock"), v.get("build_type"), v.get("compiler")),
         "| redis-server | %s |" % v.get("redis-server"),
         "| hiredis, libuv | %s, %s |" % (v.get("hiredis"), v.get("libuv")),
@@ -207,19 +229,17 @@ def render_markdown(meta, results, infos, peer_errors, notes, command, plot_name
                " more. Latencies are per acquire + release (S4: the waiter's wait, from calling acquire"
                " to holding).")
     for scen in ["S1", "S2", "S3", "S4", "S5"]:
-        rs = sorted([r for r in results if r["scenario"] == scen], key=sort_key)
+        # By server count, then baseline, rlock, peers; within one implementation in run order.
+        rs = sorted([r for r in results if r["scenario"] == scen],
+                    key=lambda r: (r["servers"], impl_rank(r)))
         if not rs:
             continue
-        if scen == "S2":
-            rs.sort(key=lambda r: (r["servers"], sort_key(r)))
-        if scen == "S3":
-            rs.sort(key=lambda r: (r["servers"], sort_key(r)))
-        if scen == "S4":
-            rs.sort(key=lambda r: (r["servers"], sort_key(r), -r.get("acquisitions_per_s", 0)))
         title = TITLES[scen].format(ms=p["proxy_latency_ms"], procs=rs[0].get("processes", 4),
                                     threads=p["s5_threads"])
         out += ["", "### " + title, ""]
         out += contention_table(rs, ids) if scen == "S4" else latency_table(rs, ids)
+    if one_cpu:
+        out += one_cpu_section(one_cpu)
     if peer_errors:
         out += ["", "Peer scripts that failed (their other records are kept): " +
                 ", ".join("`%s` (status %s)" % (e["command"], e["status"]) for e in peer_errors)]
@@ -309,6 +329,11 @@ def plot(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    try:  # a palette PNG is a third of the size; Pillow comes with Debian's matplotlib
+        from PIL import Image
+        Image.open(path).convert("RGB").quantize(colors=64).save(path, optimize=True)
+    except ImportError:
+        pass
 
 
 def main():
@@ -318,6 +343,7 @@ def main():
     ap.add_argument("--plot", help="write the latency-distribution PNG here")
     ap.add_argument("--notes", help="markdown appended verbatim (the hand-written discussion)")
     ap.add_argument("--command", default="scripts/bench.sh", help="the command shown to reproduce")
+    ap.add_argument("--one-cpu", help="results of the S1/S2 pass run under taskset -c 0")
     a = ap.parse_args()
     meta, results, infos, peer_errors = load(a.results)
     notes = open(a.notes).read() if a.notes and os.path.exists(a.notes) else ""
@@ -325,7 +351,8 @@ def main():
     if a.plot:
         plot(results, a.plot)
         plot_name = os.path.relpath(a.plot, os.path.dirname(os.path.abspath(a.markdown))) if a.markdown else a.plot
-    page = render_markdown(meta, results, infos, peer_errors, notes, a.command, plot_name)
+    one_cpu = a.one_cpu if a.one_cpu and os.path.exists(a.one_cpu) else None
+    page = render_markdown(meta, results, infos, peer_errors, notes, a.command, plot_name, one_cpu)
     if a.markdown:
         with open(a.markdown, "w") as f:
             f.write(page)

@@ -263,10 +263,11 @@ std::vector<Timed> timed_interleaved(int warmup, int iters, const std::vector<Op
 Result latency_result(const std::string &id, const std::string &scenario, const std::string &impl,
                       const std::string &variant, int servers, int proxy_ms,
                       const std::string &baseline, const Timed &t,
-                      const std::vector<std::string> &also_vs = {}) {
+                      const std::vector<std::string> &also_vs = {}, bool throughput = false) {
   Result r;
   r.id = id;
   r.baseline = baseline;
+  r.throughput = throughput;
   r.latency = summarize(t.us);
   r.ops_per_s = t.seconds > 0 ? double(t.us.size()) / t.seconds : 0;
   r.errors = t.errors;
@@ -275,7 +276,7 @@ Result latency_result(const std::string &id, const std::string &scenario, const 
   for (auto &a : also_vs) also += (also.size() > 1 ? "," : "") + JsonObject::quote(a);
   r.json.str("baseline", baseline)
       .raw("also_vs", also + "]")
-      .str("ratio_of", "latency")
+      .str("ratio_of", throughput ? "throughput" : "latency")
       .integer("iterations", static_cast<long long>(t.us.size()))
       .integer("errors", t.errors)
       .str("first_error", t.first_error)
@@ -496,12 +497,10 @@ class Bench {
       merge(rlock_turn ? rl : raw, run_threads(rlock_turn ? rlock_ops : raw_ops, rounds / 2));
     }
     const std::string variant = std::to_string(nt) + " threads";
-    Result r = latency_result("S5/raw", "S5", "raw-hiredis", variant, 1, 0, "", raw);
-    r.throughput = true;
+    Result r = latency_result("S5/raw", "S5", "raw-hiredis", variant, 1, 0, "", raw, {}, true);
     r.json.integer("threads", o_.s5_threads).str("settings", "one connection per thread");
     add(std::move(r));
-    r = latency_result("S5/rlock", "S5", "rlock", variant, 1, 0, "S5/raw", rl);
-    r.throughput = true;
+    r = latency_result("S5/rlock", "S5", "rlock", variant, 1, 0, "S5/raw", rl, {}, true);
     r.json.integer("threads", o_.s5_threads).str("settings", "one shared rlock_client");
     add(std::move(r));
   }
