@@ -153,9 +153,11 @@ struct ConnAccess {
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
         reply->element[0]->type == REDIS_REPLY_STRING &&
         std::strcmp(reply->element[0]->str, "message") == 0 &&
-        reply->element[1]->type == REDIS_REPLY_STRING) {
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        reply->element[2]->type == REDIS_REPLY_STRING) {
       std::shared_ptr<Conn> keep = s->owner->self_;
-      keep->dispatch(std::string(reply->element[1]->str, reply->element[1]->len));
+      keep->dispatch(std::string(reply->element[1]->str, reply->element[1]->len),
+                     std::string(reply->element[2]->str, reply->element[2]->len));
     }
   }
 
@@ -445,7 +447,7 @@ void Conn::become_ready() {
   flush_waiting();
 }
 
-uint64_t Conn::listen(const std::string &channel, std::function<void()> on_message) {
+uint64_t Conn::listen(const std::string &channel, Listener on_message) {
   pubsub_ = true;
   if (state_ == State::kClosed) return 0;
   if (!timer_) {
@@ -480,12 +482,12 @@ void Conn::send_pubsub(const char *verb, const std::string &channel) {
   redisAsyncCommandArgv(session_->ac, ConnAccess::on_pubsub, session_, 2, argv, lens);
 }
 
-void Conn::dispatch(const std::string &channel) {
+void Conn::dispatch(const std::string &channel, const std::string &payload) {
   auto it = channels_.find(channel);
   if (it == channels_.end()) return;
-  std::vector<std::function<void()>> fns;  // listeners may unlisten while we call them
+  std::vector<Listener> fns;  // listeners may unlisten while we call them
   for (auto &l : it->second) fns.push_back(l.second);
-  for (auto &fn : fns) fn();
+  for (auto &fn : fns) fn(payload);
 }
 
 // A listening connection that broke is made again after a pause, as long as someone listens.

@@ -59,10 +59,11 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   // Pub/sub, loop thread only. A Conn that listens is in subscribe mode for good (it is a second
   // connection to the same server, see Client::subscriber); command() is not used on it.
-  // on_message runs for every message published on `channel` until unlisten(channel, id). The
+  // on_message(payload) runs for every message published on `channel` until unlisten(channel, id). The
   // subscriptions are made again after a reconnect; messages published while disconnected are
   // lost (callers keep polling as a fallback).
-  uint64_t listen(const std::string &channel, std::function<void()> on_message);
+  using Listener = std::function<void(const std::string &payload)>;
+  uint64_t listen(const std::string &channel, Listener on_message);
   void unlisten(const std::string &channel, uint64_t id);
 
   // Loop thread only: close once the requests already made have finished (each is bounded by its
@@ -90,7 +91,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void flush_waiting();
   void become_ready();
   void send_pubsub(const char *verb, const std::string &channel);
-  void dispatch(const std::string &channel);
+  void dispatch(const std::string &channel, const std::string &payload);
   void reconnect_listener_later();
   void arm_deadline();
   void maybe_finish_shutdown();
@@ -109,7 +110,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   size_t handshake_left_ = 0;
   bool shutting_down_ = false;
   bool pubsub_ = false;  // subscribe mode
-  std::map<std::string, std::map<uint64_t, std::function<void()>>> channels_;
+  std::map<std::string, std::map<uint64_t, Listener>> channels_;
   uint64_t next_listener_ = 1;
   std::shared_ptr<Conn> self_;    // alive while loop handles may call back into us
 };

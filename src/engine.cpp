@@ -144,7 +144,9 @@ struct LockEngine::Acquiring {
   Clock::time_point start;  // of the current attempt, read before anything was sent
   bool canceled = false;
   bool in_round = false;     // an attempt's requests are out
-  bool notified = false;     // a release was announced during the attempt: retry at once
+  bool notified = false;     // we were woken during the attempt: retry at once
+  bool front = false;        // woken by a release: if refused again, rejoin the queue's front
+  bool waiting = false;      // may wait: join the key's queue of waiters when refused
   long long min_pttl = -1;   // shortest remaining TTL among the owners that refused us
 };
 
@@ -154,6 +156,7 @@ LockEngine::LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string
       key_(std::move(key)),
       fence_key_(rlk::fence_key(key_)),
       channel_(rlk::release_channel(key_)),
+      waiters_key_(rlk::waiters_key(key_)),
       ttl_(ttl),
       reports_(clients_.size()),
       rng_(std::random_device{}()) {
@@ -256,7 +259,9 @@ void LockEngine::acquire(int64_t wait_ms, Done done) {
   unused_token_.clear();
   op->forever = wait_ms < 0;
   op->deadline = Clock::now() + milliseconds(wait_ms > 0 ? wait_ms : 0);
+  op->waiting = wait_ms != 0;
   acquiring_ = op;
+  if (op->waiting) listen_for_release();
   attempt(std::move(op));
 }
 
@@ -265,13 +270,15 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
   op->in_round = true;
   op->notified = false;
   op->min_pttl = -1;
+  const bool front = op->front;
+  op->front = false;
   auto fences = std::make_shared<std::vector<int64_t>>(conns_.size(), -1);
   auto self = shared_from_this();
   algo::Tally t;
   t.n = conns_.size();
   fan_out(
-      conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_},
-      {op->token, std::to_string(ttl_.count())}, t,
+      conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_, waiters_key_},
+      {op->token, std::to_string(ttl_.count()), op->waiting ? op->token : "", front ? "1" : "0"}, t,
       [self, op, fences](size_t i, Result &&r) -> Answer {
         auto where = [&] { return self->server_address(i); };
         if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
@@ -387,7 +394,6 @@ void LockEngine::attempt_failed(std::shared_ptr<Acquiring> op, int status) {
     end_acquire(op, status, summary(status));
     return;
   }
-  if (status == RLOCK_ERR_BUSY || status == RLOCK_ERR_NO_QUORUM) listen_for_release();
   microseconds delay = op->notified ? microseconds(0) : algo::backoff_delay(backoff_, op->attempts++, rng_);
   // The owner's key expires by itself after its remaining TTL: no point sleeping past that.
   if (op->min_pttl >= 0) delay = std::min(delay, duration_cast<microseconds>(milliseconds(op->min_pttl + 1)));
@@ -400,20 +406,27 @@ void LockEngine::attempt_failed(std::shared_ptr<Acquiring> op, int status) {
 
 void LockEngine::end_acquire(std::shared_ptr<Acquiring> op, int status, const std::string &detail) {
   acquiring_ = nullptr;
+  if (status != RLOCK_OK && op->waiting) {
+    // Gave up while queued: leave the queues, so a release does not wake a waiter that is gone.
+    for (auto &c : conns_) c->command({"ZREM", waiters_key_, op->token}, [](Result &&) {});
+  }
   if (status != RLOCK_OK && status != RLOCK_ERR_CANCELED) unused_token_ = op->token;
   finish(status, detail);
 }
 
-// Waiters learn of a release at once through pub/sub (the release script publishes on the key's
-// channel); the backoff timer stays as the fallback, so a lost message costs one backoff step.
-// A handle keeps its subscription, once made, until it is freed.
+// A waiter learns of a release at once: the release script pops the first waiter of the key's
+// queue and publishes its id on the key's channel, so exactly one waiter retries (no herd). The
+// backoff timer stays as the fallback, so a lost message costs at most one backoff step.
+// A handle subscribes on its first wait and keeps the subscription until it is freed.
 void LockEngine::listen_for_release() {
   if (listening_ || shut_down_) return;
   listening_ = true;
   std::weak_ptr<LockEngine> weak = shared_from_this();
   for (auto &c : clients_) {
-    uint64_t id = c->subscriber().listen(channel_, [weak] {
-      if (auto self = weak.lock()) self->on_release_notice(self->acquiring_);
+    uint64_t id = c->subscriber().listen(channel_, [weak](const std::string &waiter) {
+      auto self = weak.lock();
+      if (self && self->acquiring_ && self->acquiring_->token == waiter)
+        self->on_release_notice(self->acquiring_);
     });
     listeners_.push_back(id);
   }
@@ -421,6 +434,7 @@ void LockEngine::listen_for_release() {
 
 void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op) {
   if (!op || op->canceled) return;
+  op->front = true;  // if we lose the race to a barging owner, we stay first in line
   if (op->in_round) {
     op->notified = true;  // the release may have come after our request was refused
     return;
@@ -437,7 +451,7 @@ void LockEngine::undo(const std::string &token, const std::vector<size_t> &serve
   algo::Tally t;
   t.n = conns_.size();
   // Nobody waits for this round; its answers do not change the outcome already reported.
-  fan_out(conns_, servers, release_script(), {key_}, {token, channel_}, t,
+  fan_out(conns_, servers, release_script(), {key_, waiters_key_}, {token, channel_}, t,
           [](size_t, Result &&) { return Answer{Vote::kFailed, RLOCK_SERVER_PENDING, ""}; },
           [](const RoundResult &) {});
 }
@@ -456,7 +470,7 @@ void LockEngine::release(Done done) {
   algo::Tally t;
   t.n = conns_.size();
   fan_out(
-      conns_, all_servers(conns_.size()), release_script(), {key_}, {token, channel_}, t,
+      conns_, all_servers(conns_.size()), release_script(), {key_, waiters_key_}, {token, channel_}, t,
       [self](size_t i, Result &&r) { return yes_or_not_ours([&] { return self->server_address(i); }, std::move(r), "released"); },
       [self](const RoundResult &out) {
         self->reports_ = out.servers;
@@ -625,8 +639,8 @@ void LockEngine::shut_down(std::function<void()> then) {
     self->clear_held();
     algo::Tally t;
     t.n = self->conns_.size();
-    fan_out(self->conns_, all_servers(self->conns_.size()), release_script(), {self->key_},
-            {token, self->channel_}, t,
+    fan_out(self->conns_, all_servers(self->conns_.size()), release_script(),
+            {self->key_, self->waiters_key_}, {token, self->channel_}, t,
             [](size_t, Result &&r) {
               return Answer{r.status == RLOCK_OK ? Vote::kYes : Vote::kFailed, r.status, ""};
             },

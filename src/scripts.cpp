@@ -12,7 +12,16 @@ Script make(const char *name, const char *body) { return Script{name, body, sha1
 // a restart does not send tokens backwards as long as the server clock did not step back and the
 // key was never acquired more than once per microsecond on average. string.format('%.0f') keeps the
 // seed an exact integer string (Lua 5.1's tostring would write 1.7e+15).
+//
+// Waiting (ARGV[3] = the waiter's id, "" for a single attempt): a refused waiter joins the key's
+// queue KEYS[3], a sorted set ordered by the server clock (ARGV[4] == "1": a waiter that was woken
+// and lost the race goes back to the front). The queue expires when nobody has joined it for a
+// while, so waiters that died do not stay in it for long. A granted waiter leaves it.
 const char *kAcquire = R"LUA(
+local function granted(f)
+  if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+  return {1, f}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local f = redis.call('INCR', KEYS[2])
   if f == 1 then
@@ -20,20 +29,33 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     f = tonumber(t[1]) * 1000000 + tonumber(t[2])
     redis.call('SET', KEYS[2], string.format('%.0f', f))
   end
-  return {1, f}
+  return granted(f)
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+  return granted(tonumber(redis.call('GET', KEYS[2]) or '0'))
 end
-return {0, redis.call('PTTL', KEYS[1])}
+local pttl = redis.call('PTTL', KEYS[1])
+if ARGV[3] ~= '' then
+  local score = 0
+  if ARGV[4] ~= '1' then
+    local t = redis.call('TIME')
+    score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', score), ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], math.max(tonumber(ARGV[2]), pttl) * 2 + 1000)
+end
+return {0, pttl}
 )LUA";
 
-// Publishing wakes waiters at once. pcall: a user without pub/sub rights (ACL) still releases.
+// Deleting wakes exactly one waiter: the first in the key's queue (KEYS[2]) hears its id on the
+// channel ARGV[2]; the others keep waiting, instead of all retrying at once. pcall: a user without
+// pub/sub rights (ACL) still releases, and its waiters fall back to polling.
 const char *kRelease = R"LUA(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.pcall('PUBLISH', ARGV[2], '1')
+  local w = redis.call('ZPOPMIN', KEYS[2])
+  if w[1] then redis.pcall('PUBLISH', ARGV[2], w[1]) end
   return 1
 end
 return 0
@@ -84,5 +106,7 @@ const std::vector<const Script *> &all_scripts() {
 std::string fence_key(const std::string &key) { return key + ":fence"; }
 
 std::string release_channel(const std::string &key) { return "rlock:released:" + key; }
+
+std::string waiters_key(const std::string &key) { return key + ":waiters"; }
 
 }  // namespace rlk

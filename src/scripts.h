@@ -12,12 +12,14 @@ struct Script {
   std::string sha;  // sha1_hex(body), computed once
 };
 
-// ACQUIRE  KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=ttl_ms
+// ACQUIRE  KEYS[1]=key KEYS[2]=fence key KEYS[3]=waiters key
+//          ARGV[1]=token ARGV[2]=ttl_ms ARGV[3]=waiter id ("": not waiting) ARGV[4]="1": front
 //   -> {1, fence}: granted (SET NX PX, or the key already holds our token from an earlier request of
 //                  this same acquisition whose reply we lost), fence = the new fencing counter value
-//      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL)
-// RELEASE  KEYS[1]=key  ARGV[1]=token ARGV[2]=channel  -> 1 deleted (and published on the
-//                                                         channel), 0 not ours
+//      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL); a
+//                  waiter is now queued in the waiters set
+// RELEASE  KEYS[1]=key KEYS[2]=waiters key  ARGV[1]=token ARGV[2]=channel
+//   -> 1 deleted (and the first queued waiter's id published on the channel), 0 not ours
 // EXTEND   KEYS[1]=key  ARGV[1]=token ARGV[2]=ttl_ms   -> 1 extended, 0 not ours
 // RAISE    KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=fence
 //   -> 1: the key holds our token and the counter is now >= fence; 0: not ours (counter untouched)
@@ -34,5 +36,8 @@ std::string fence_key(const std::string &key);
 
 // The pub/sub channel on which releases of a key are announced to waiters.
 std::string release_channel(const std::string &key);
+
+// The sorted set of the waiters of a key, first in line first.
+std::string waiters_key(const std::string &key);
 
 }  // namespace rlk

@@ -170,7 +170,9 @@ TEST_CASE("no two holders overlap and fencing tokens only grow while a minority 
   CHECK(sh->overlaps.load() == 0);
   CHECK(sh->fence_regressions.load() == 0);
   CHECK(sh->expired_inside.load() == 0);
-  CHECK(sh->acquisitions.load() > 100 * seconds);  // progress despite the faults
+  // Progress despite the faults. Deliberately loose: the machine may be busy with other tests, and
+  // fair hand-offs between processes cost more context switches than one process re-acquiring.
+  CHECK(sh->acquisitions.load() > 20 * seconds);
   WARN("chaos: " << seconds << " s, " << kills << " kills, " << pauses << " pauses, "
                  << sh->acquisitions.load() << " acquisitions, " << sh->failures.load()
                  << " failed attempts");
