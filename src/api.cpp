@@ -190,6 +190,11 @@ int rlock_client_new(const char *uri, rlock_client **out) {
 
 void rlock_client_free(rlock_client *c) {
   guarded([&] {
+    if (c == nullptr) return RLOCK_OK;
+    // The last reference to the loop must not be dropped on the loop's own thread (it would have to
+    // join itself): from a callback, keep the client and say so.
+    if (c->loop->on_loop_thread())
+      invalid("client_free: not allowed on rlock's own loop thread (in a callback); the client is kept");
     delete c;  // locks built on it keep their own reference to the connection
     return RLOCK_OK;
   });
