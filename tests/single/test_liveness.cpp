@@ -408,3 +408,35 @@ TEST_CASE("async calls can be chained from their callbacks; blocking calls there
   CHECK(ch.steps == 20);
   CHECK(ch.blocking_rc == RLOCK_ERR_INVALID);
 }
+
+namespace {
+struct FreeInCallback {
+  rlock_client *client;
+  std::string client_free_error, lock_free_error;
+  Done done;
+  static void cb(rlock *l, int status, void *userdata) {
+    auto *f = static_cast<FreeInCallback *>(userdata);
+    rlock_client_free(f->client);  // refused on the loop thread: would make the loop join itself
+    f->client_free_error = rlock_last_error();
+    rlock_free(l);  // refused too
+    f->lock_free_error = rlock_last_error();
+    Done::cb(l, status, &f->done);
+  }
+};
+}  // namespace
+
+TEST_CASE("freeing a client or a lock from a callback is refused, not a deadlock or a crash") {
+  RedisServer srv;
+  rlock_client *c = nullptr;
+  REQUIRE(rlock_client_new(srv.uri().c_str(), &c) == RLOCK_OK);
+  ClientPtr owned(c);
+  auto l = make_lock(c, unique_key("free-in-cb"), 5000);
+  FreeInCallback f{c};
+  REQUIRE(rlock_acquire_async(l.get(), 0, FreeInCallback::cb, &f) == RLOCK_OK);
+  CHECK(f.done.wait() == RLOCK_OK);
+  CHECK(f.client_free_error.find("not allowed") != std::string::npos);
+  CHECK(f.lock_free_error.find("not allowed") != std::string::npos);
+  // Both are still alive and usable.
+  CHECK(rlock_client_ping(c) == RLOCK_OK);
+  CHECK(rlock_release(l.get()) == RLOCK_OK);
+}
