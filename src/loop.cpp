@@ -1,11 +1,13 @@
 #include "loop.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include <stdexcept>
@@ -119,13 +121,23 @@ void Loop::run() { uv_run(&loop_, UV_RUN_DEFAULT); }
 
 namespace {
 std::atomic<int> g_spinners{0};
+// How long recent operations took, from being handed over to completing on the loop thread (not
+// counting the caller's own wake-up), smoothed (exponential moving average, in ns).
+std::atomic<int64_t> g_wait_ewma_ns{50000};
+constexpr int64_t kMaxSpinNs = 100000;
+
+// CPUs this process may run on (its affinity mask, which a container or taskset may narrow), less
+// one for the loop thread: spinning where there is no spare CPU only delays the work we wait for.
 int max_spinners() {
   static const int n = [] {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 1 ? static_cast<int>(cores - 1) : 0;
+    cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 1 ? static_cast<int>(cpus - 1) : 0;
   }();
   return n;
 }
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -139,22 +151,35 @@ long futex(std::atomic<int> *addr, int op, int val) {
 }  // namespace
 
 void Waiter::done() noexcept {
+  const int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - start_).count();
+  const int64_t ewma = g_wait_ewma_ns.load(std::memory_order_relaxed);
+  // Racy read-modify-write on purpose: it is a heuristic, and a lost update costs nothing.
+  g_wait_ewma_ns.store(ewma + (std::min(took, 10 * kMaxSpinNs) - ewma) / 8, std::memory_order_relaxed);
   // After the exchange the caller may return and free *this; FUTEX_WAKE on a stale address is
   // harmless (at worst a spurious wake-up somewhere, which futex users must tolerate anyway).
   std::atomic<int> *addr = &state_;
   if (state_.exchange(2, std::memory_order_acq_rel) == 1) futex(addr, FUTEX_WAKE_PRIVATE, 1);
 }
 
+// Spins only when operations have recently been quick (a loopback round trip): the budget is twice
+// their recent average, at most 100 us, and nothing when they take longer than that (a real network,
+// or waiting for a contended lock), where spinning would only burn a CPU.
 void Waiter::wait() noexcept {
-  if (g_spinners.fetch_add(1, std::memory_order_relaxed) < max_spinners()) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+  const auto t0 = start_;
+  const int64_t ewma = g_wait_ewma_ns.load(std::memory_order_relaxed);
+  const int64_t budget = ewma <= kMaxSpinNs ? std::min(2 * ewma, kMaxSpinNs) : 0;
+  if (budget > 0 && g_spinners.fetch_add(1, std::memory_order_relaxed) < max_spinners()) {
+    auto until = t0 + std::chrono::nanoseconds(budget);
     unsigned n = 0;
     while (state_.load(std::memory_order_acquire) != 2) {
       cpu_relax();
       if ((++n & 63) == 0 && std::chrono::steady_clock::now() > until) break;
     }
+    g_spinners.fetch_sub(1, std::memory_order_relaxed);
+  } else if (budget > 0) {
+    g_spinners.fetch_sub(1, std::memory_order_relaxed);
   }
-  g_spinners.fetch_sub(1, std::memory_order_relaxed);
   int expected = 0;
   if (state_.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
     while (state_.load(std::memory_order_acquire) != 2) futex(&state_, FUTEX_WAIT_PRIVATE, 1);

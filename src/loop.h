@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -53,15 +54,17 @@ class Loop {
   std::thread thread_;
 };
 
-// Blocks the calling thread until the operation it started on the loop calls done(). The caller
-// first spins briefly (a loopback round trip is tens of microseconds, less than two thread
-// wake-ups cost), then sleeps on a futex. At most one caller per spare core spins at a time.
+// Blocks the calling thread until the operation it started on the loop calls done(). When recent
+// operations were quick (a loopback round trip is tens of microseconds, less than two thread
+// wake-ups cost), the caller first spins briefly, then sleeps on a futex. At most one caller per
+// spare CPU (of the process's affinity mask) spins at a time.
 class Waiter {
  public:
   void done() noexcept;  // loop thread; touches nothing of *this after waking the caller
   void wait() noexcept;
 
  private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::atomic<int> state_{0};  // 0 running, 1 caller asleep, 2 done
 };
 
