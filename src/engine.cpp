@@ -294,9 +294,9 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
             long long pttl = y.elements[1].integer;
             if (pttl >= 0 && (op->min_pttl < 0 || pttl < op->min_pttl)) op->min_pttl = pttl;
             return {Vote::kNo, RLOCK_ERR_BUSY,
-                    where() + ": held by another owner" +
-                        (pttl >= 0 ? " (expires in " + std::to_string(pttl) + " ms)"
-                                   : " (the key has no TTL: set by something other than rlock?)")};
+                    where() + (pttl >= 0 ? ": held by another owner (expires in " + std::to_string(pttl) + " ms)"
+                               : pttl == -2 ? ": free, but earlier waiters go first (queued behind them)"
+                                            : ": held by another owner (the key has no TTL: set by something other than rlock?)")};
           }
         }
         return {Vote::kFailed, RLOCK_ERR_SERVER, where() + ": unexpected reply to the acquire script"};

@@ -17,12 +17,20 @@ Script make(const char *name, const char *body) { return Script{name, body, sha1
 // queue KEYS[3], a sorted set ordered by the server clock (ARGV[4] == "1": a waiter that was woken
 // and lost the race goes back to the front). The queue expires when nobody has joined it for a
 // while, so waiters that died do not stay in it for long. A granted waiter leaves it.
+// A waiter that is not queued yet does not jump the queue of a free lock: the waiter just woken by
+// the release (popped from the queue, it says so with ARGV[4] == "1") takes it first, and the
+// newcomer queues (PTTL -2 tells it why); once queued it may take a free lock itself, so waiters
+// that died in the queue delay it by one retry at most.
+// A single attempt (wait 0) ignores the queue.
 const char *kAcquire = R"LUA(
+local waiting = ARGV[3] ~= ''
 local function granted(f)
-  if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+  if waiting then redis.call('ZREM', KEYS[3], ARGV[3]) end
   return {1, f}
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local behind = waiting and ARGV[4] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 and
+               not redis.call('ZSCORE', KEYS[3], ARGV[3])
+if not behind and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local f = redis.call('INCR', KEYS[2])
   if f == 1 then
     local t = redis.call('TIME')
@@ -36,7 +44,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return granted(tonumber(redis.call('GET', KEYS[2]) or '0'))
 end
 local pttl = redis.call('PTTL', KEYS[1])
-if ARGV[3] ~= '' then
+if waiting then
   local score = 0
   if ARGV[4] ~= '1' then
     local t = redis.call('TIME')

@@ -16,8 +16,8 @@ struct Script {
 //          ARGV[1]=token ARGV[2]=ttl_ms ARGV[3]=waiter id ("": not waiting) ARGV[4]="1": front
 //   -> {1, fence}: granted (SET NX PX, or the key already holds our token from an earlier request of
 //                  this same acquisition whose reply we lost), fence = the new fencing counter value
-//      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL); a
-//                  waiter is now queued in the waiters set
+//      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL; -2:
+//                  the key is free but earlier waiters go first); a waiter is now queued
 // RELEASE  KEYS[1]=key KEYS[2]=waiters key  ARGV[1]=token ARGV[2]=channel
 //   -> 1 deleted (and the first queued waiter's id published on the channel), 0 not ours
 // EXTEND   KEYS[1]=key  ARGV[1]=token ARGV[2]=ttl_ms   -> 1 extended, 0 not ours

@@ -440,3 +440,65 @@ TEST_CASE("freeing a client or a lock from a callback is refused, not a deadlock
   CHECK(rlock_client_ping(c) == RLOCK_OK);
   CHECK(rlock_release(l.get()) == RLOCK_OK);
 }
+
+TEST_CASE("waiters queue up: a newcomer does not jump the queue, and a dead waiter in it blocks nobody") {
+  RedisServer srv;
+  auto c = make_client(srv.uri());
+  const std::string key = unique_key("queue");
+  // A waiter that died while queued left its entry behind.
+  REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
+  auto l = make_lock(c.get(), key, 5000);
+  // A single attempt ignores the queue.
+  CHECK(rlock_acquire(l.get(), 0) == RLOCK_OK);
+  CHECK(rlock_release(l.get()) == RLOCK_OK);
+  // The release woke (popped) the dead waiter; put it back to block the next one.
+  REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
+  REQUIRE(rlock_set_retry_delay_ms(l.get(), 20, 20) == RLOCK_OK);
+  int rc = 0;
+  auto ms = elapsed_ms([&] { rc = rlock_acquire(l.get(), 2000); });
+  CHECK(rc == RLOCK_OK);
+  CHECK(ms < 500);  // one queued retry (20 ms backoff), not the queue's expiry
+  CHECK(srv.command("ZSCORE", key + ":waiters", "dead-waiter").is_nil() == false);  // still there
+  CHECK(srv.pttl(key + ":waiters") > 0);  // but it expires by itself
+  CHECK(rlock_release(l.get()) == RLOCK_OK);
+}
+
+TEST_CASE("hand-off is first come, first served among waiters") {
+  RedisServer srv;
+  auto c = make_client(srv.uri());
+  const std::string key = unique_key("fifo");
+  auto holder = make_lock(c.get(), key, 30000);
+  REQUIRE(rlock_acquire(holder.get(), 0) == RLOCK_OK);
+  constexpr int kWaiters = 4;
+  std::vector<LockPtr> waiters;
+  for (int i = 0; i < kWaiters; ++i) waiters.push_back(make_lock(c.get(), key, 30000));
+  std::mutex mu;
+  std::vector<int> order;
+  std::vector<Done> done(kWaiters);
+  struct Ctx {
+    int index;
+    std::mutex *mu;
+    std::vector<int> *order;
+    Done *done;
+  };
+  std::vector<Ctx> ctx;
+  for (int i = 0; i < kWaiters; ++i) ctx.push_back({i, &mu, &order, &done[i]});
+  auto cb = [](rlock *l, int status, void *ud) {
+    auto *x = static_cast<Ctx *>(ud);
+    {
+      std::lock_guard<std::mutex> g(*x->mu);
+      x->order->push_back(x->index);
+    }
+    if (status == RLOCK_OK) rlock_release_async(l, [](rlock *, int, void *) {}, nullptr);
+    Done::cb(l, status, x->done);
+  };
+  for (int i = 0; i < kWaiters; ++i) {
+    REQUIRE(rlock_acquire_async(waiters[i].get(), 10000, cb, &ctx[i]) == RLOCK_OK);
+    // Wait until this waiter is queued before starting the next (an event: the queue's size).
+    for (int k = 0; k < 500 && srv.command("ZCARD", key + ":waiters").integer < i + 1; ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  REQUIRE(rlock_release(holder.get()) == RLOCK_OK);
+  for (auto &d : done) CHECK(d.wait() == RLOCK_OK);
+  CHECK(order == std::vector<int>{0, 1, 2, 3});
+}
