@@ -195,7 +195,9 @@ struct ConnAccess {
     auto starts = [&](const char *p) { return e.compare(0, std::strlen(p), p) == 0; };
     if (starts("NOAUTH") || starts("WRONGPASS") || starts("ERR invalid password") ||
         starts("ERR invalid username-password") || starts("ERR AUTH") ||
-        starts("ERR Client sent AUTH"))
+        starts("ERR Client sent AUTH") ||
+        // Redis >= 6.2 refuses long requests from a client that has not authenticated yet.
+        starts("ERR Protocol error: unauthenticated"))
       return RLOCK_ERR_AUTH;
     return RLOCK_ERR_SERVER;
   }

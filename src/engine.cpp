@@ -127,6 +127,7 @@ std::vector<size_t> all_servers(size_t n) {
   return v;
 }
 
+
 int64_t now_us() {
   return duration_cast<microseconds>(algo::Clock::now().time_since_epoch()).count();
 }
@@ -157,6 +158,11 @@ LockEngine::LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string
       fence_key_(rlk::fence_key(key_)),
       channel_(rlk::release_channel(key_)),
       waiters_key_(rlk::waiters_key(key_)),
+      handoff_key_(rlk::handoff_key(key_)),
+      // Per-server queues of a quorum lock can disagree on who is first, and reservations for
+      // different waiters on different servers would stall everyone for the grace period: only a
+      // single-instance lock hands off in order. Quorum waiters are still woken one per release.
+      grace_(std::to_string(clients_.size() == 1 ? kHandoffGraceMs : 0)),
       ttl_(ttl),
       reports_(clients_.size()),
       rng_(std::random_device{}()) {
@@ -277,8 +283,10 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
   algo::Tally t;
   t.n = conns_.size();
   fan_out(
-      conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_, waiters_key_},
-      {op->token, std::to_string(ttl_.count()), op->waiting ? op->token : "", front ? "1" : "0"}, t,
+      conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_, waiters_key_, handoff_key_},
+      {op->token, std::to_string(ttl_.count()), op->waiting ? op->token : "", front ? "1" : "0",
+       conns_.size() == 1 ? "1" : "0"},
+      t,
       [self, op, fences](size_t i, Result &&r) -> Answer {
         auto where = [&] { return self->server_address(i); };
         if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
@@ -295,7 +303,7 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
             if (pttl >= 0 && (op->min_pttl < 0 || pttl < op->min_pttl)) op->min_pttl = pttl;
             return {Vote::kNo, RLOCK_ERR_BUSY,
                     where() + (pttl >= 0 ? ": held by another owner (expires in " + std::to_string(pttl) + " ms)"
-                               : pttl == -2 ? ": free, but earlier waiters go first (queued behind them)"
+                               : pttl == -2 ? ": free, but reserved for or queued by earlier waiters"
                                             : ": held by another owner (the key has no TTL: set by something other than rlock?)")};
           }
         }
@@ -451,7 +459,7 @@ void LockEngine::undo(const std::string &token, const std::vector<size_t> &serve
   algo::Tally t;
   t.n = conns_.size();
   // Nobody waits for this round; its answers do not change the outcome already reported.
-  fan_out(conns_, servers, release_script(), {key_, waiters_key_}, {token, channel_}, t,
+  fan_out(conns_, servers, release_script(), {key_, waiters_key_, handoff_key_}, {token, channel_, grace_}, t,
           [](size_t, Result &&) { return Answer{Vote::kFailed, RLOCK_SERVER_PENDING, ""}; },
           [](const RoundResult &) {});
 }
@@ -470,7 +478,7 @@ void LockEngine::release(Done done) {
   algo::Tally t;
   t.n = conns_.size();
   fan_out(
-      conns_, all_servers(conns_.size()), release_script(), {key_, waiters_key_}, {token, channel_}, t,
+      conns_, all_servers(conns_.size()), release_script(), {key_, waiters_key_, handoff_key_}, {token, channel_, grace_}, t,
       [self](size_t i, Result &&r) { return yes_or_not_ours([&] { return self->server_address(i); }, std::move(r), "released"); },
       [self](const RoundResult &out) {
         self->reports_ = out.servers;
@@ -640,7 +648,7 @@ void LockEngine::shut_down(std::function<void()> then) {
     algo::Tally t;
     t.n = self->conns_.size();
     fan_out(self->conns_, all_servers(self->conns_.size()), release_script(),
-            {self->key_, self->waiters_key_}, {token, self->channel_}, t,
+            {self->key_, self->waiters_key_, self->handoff_key_}, {token, self->channel_, self->grace_}, t,
             [](size_t, Result &&r) {
               return Answer{r.status == RLOCK_OK ? Vote::kYes : Vote::kFailed, r.status, ""};
             },

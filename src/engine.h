@@ -115,7 +115,8 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
 
   std::vector<std::shared_ptr<Client>> clients_;  // keep the connections alive
   std::vector<std::shared_ptr<Conn>> conns_;
-  std::string key_, fence_key_, channel_, waiters_key_;
+  std::string key_, fence_key_, channel_, waiters_key_, handoff_key_;
+  std::string grace_;  // ms a release reserves the free lock for the waiter it woke ("0": none)
   std::chrono::milliseconds ttl_;
   algo::Drift drift_;
   algo::Backoff backoff_;

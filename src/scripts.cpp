@@ -14,22 +14,33 @@ Script make(const char *name, const char *body) { return Script{name, body, sha1
 // seed an exact integer string (Lua 5.1's tostring would write 1.7e+15).
 //
 // Waiting (ARGV[3] = the waiter's id, "" for a single attempt): a refused waiter joins the key's
-// queue KEYS[3], a sorted set ordered by the server clock (ARGV[4] == "1": a waiter that was woken
-// and lost the race goes back to the front). The queue expires when nobody has joined it for a
-// while, so waiters that died do not stay in it for long. A granted waiter leaves it.
-// A waiter that is not queued yet does not jump the queue of a free lock: the waiter just woken by
-// the release (popped from the queue, it says so with ARGV[4] == "1") takes it first, and the
-// newcomer queues (PTTL -2 tells it why); once queued it may take a free lock itself, so waiters
-// that died in the queue delay it by one retry at most.
-// A single attempt (wait 0) ignores the queue.
+// queue KEYS[3], a sorted set ordered by the server clock (ARGV[4] == "1": a woken waiter that
+// still lost goes back to the front). The queue expires when nobody has joined it for a while, so
+// waiters that died do not stay in it for long. A granted waiter leaves it.
+// Hand-off: a release pops the first waiter and reserves the free lock for it for a short grace
+// period (KEYS[4] holds its id). During that time other waiters are refused (PTTL -2); without a
+// reservation, a waiter not yet in the queue is refused while others are queued. So waiters get the
+// lock first come, first served, and a woken waiter that died costs the others one grace period.
+// A single attempt (wait 0) ignores the queue; so does every attempt unless ARGV[5] == "1" (quorum
+// locks: their per-server queues may disagree, see engine.cpp).
 const char *kAcquire = R"LUA(
 local waiting = ARGV[3] ~= ''
 local function granted(f)
-  if waiting then redis.call('ZREM', KEYS[3], ARGV[3]) end
+  if waiting then
+    redis.call('ZREM', KEYS[3], ARGV[3])
+    if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+  end
   return {1, f}
 end
-local behind = waiting and ARGV[4] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 and
-               not redis.call('ZSCORE', KEYS[3], ARGV[3])
+local behind = false
+if waiting and ARGV[5] == '1' then
+  local reserved = redis.call('GET', KEYS[4])
+  if reserved then
+    behind = reserved ~= ARGV[3]
+  else
+    behind = redis.call('ZCARD', KEYS[3]) > 0 and not redis.call('ZSCORE', KEYS[3], ARGV[3])
+  end
+end
 if not behind and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local f = redis.call('INCR', KEYS[2])
   if f == 1 then
@@ -56,14 +67,18 @@ end
 return {0, pttl}
 )LUA";
 
-// Deleting wakes exactly one waiter: the first in the key's queue (KEYS[2]) hears its id on the
-// channel ARGV[2]; the others keep waiting, instead of all retrying at once. pcall: a user without
-// pub/sub rights (ACL) still releases, and its waiters fall back to polling.
+// Deleting wakes exactly one waiter: the first in the key's queue (KEYS[2]) gets the free lock
+// reserved (KEYS[3]) for ARGV[3] ms and hears its id on the channel ARGV[2]; the others keep
+// waiting, instead of all retrying at once. pcall: a user without pub/sub rights (ACL) still
+// releases, and its waiters fall back to polling.
 const char *kRelease = R"LUA(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   local w = redis.call('ZPOPMIN', KEYS[2])
-  if w[1] then redis.pcall('PUBLISH', ARGV[2], w[1]) end
+  if w[1] then
+    if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], w[1], 'PX', ARGV[3]) end
+    redis.pcall('PUBLISH', ARGV[2], w[1])
+  end
   return 1
 end
 return 0
@@ -116,5 +131,7 @@ std::string fence_key(const std::string &key) { return key + ":fence"; }
 std::string release_channel(const std::string &key) { return "rlock:released:" + key; }
 
 std::string waiters_key(const std::string &key) { return key + ":waiters"; }
+
+std::string handoff_key(const std::string &key) { return key + ":handoff"; }
 
 }  // namespace rlk

@@ -451,13 +451,22 @@ TEST_CASE("waiters queue up: a newcomer does not jump the queue, and a dead wait
   // A single attempt ignores the queue.
   CHECK(rlock_acquire(l.get(), 0) == RLOCK_OK);
   CHECK(rlock_release(l.get()) == RLOCK_OK);
-  // The release woke (popped) the dead waiter; put it back to block the next one.
+  // The release woke (popped) the dead waiter and reserved the free lock for it: a waiting caller
+  // gets it once the reservation's grace period (250 ms) is over, not at the queue's expiry.
+  CHECK(srv.get(key + ":handoff").value_or("") == "dead-waiter");
   REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
   REQUIRE(rlock_set_retry_delay_ms(l.get(), 20, 20) == RLOCK_OK);
   int rc = 0;
   auto ms = elapsed_ms([&] { rc = rlock_acquire(l.get(), 2000); });
   CHECK(rc == RLOCK_OK);
-  CHECK(ms < 500);  // one queued retry (20 ms backoff), not the queue's expiry
+  CHECK(ms < 700);  // the grace period plus a queued retry (20 ms backoff)
+  CHECK(rlock_release(l.get()) == RLOCK_OK);
+  // Without a reservation, a dead waiter at the head of the queue costs a newcomer one retry.
+  srv.del(key + ":handoff");
+  REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
+  ms = elapsed_ms([&] { rc = rlock_acquire(l.get(), 2000); });
+  CHECK(rc == RLOCK_OK);
+  CHECK(ms < 300);
   CHECK(srv.command("ZSCORE", key + ":waiters", "dead-waiter").is_nil() == false);  // still there
   CHECK(srv.pttl(key + ":waiters") > 0);  // but it expires by itself
   CHECK(rlock_release(l.get()) == RLOCK_OK);
