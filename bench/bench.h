@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "helpers.h"
 #include "stats.h"
 
 namespace bench {
@@ -17,14 +18,9 @@ inline const char *kHost = "127.0.0.1";
 
 // ---- rlock handles ------------------------------------------------------------------------------
 
-struct ClientDeleter {
-  void operator()(rlock_client *c) const { rlock_client_free(c); }
-};
-struct LockDeleter {
-  void operator()(rlock *l) const { rlock_free(l); }
-};
-using ClientPtr = std::unique_ptr<rlock_client, ClientDeleter>;
-using LockPtr = std::unique_ptr<rlock, LockDeleter>;
+// The same RAII handles as the tests use (tests/helpers.h).
+using rlock_test::ClientPtr;
+using rlock_test::LockPtr;
 
 inline std::string uri_for(int port) { return "redis://127.0.0.1:" + std::to_string(port); }
 

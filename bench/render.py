@@ -172,9 +172,11 @@ def one_cpu_section(path):
            "A second, shorter pass (%d iterations per case) right after the main one. On this 2-vCPU"
            " virtual machine a blocking round trip between two CPUs pays for waking an idle vCPU,"
            " while a thread that spins keeps its CPU awake. On one CPU no vCPU has to be woken, so"
-           " the raw baseline gets its fastest; but rlock's caller then spins (up to 100 us per"
-           " call) on the very CPU its loop thread needs. The two passes bracket what a deployment"
-           " sees; compare both before concluding anything from either." % meta["params"]["iters"], ""]
+           " the raw baseline gets its fastest, while rlock pays for its extra thread: every call"
+           " is handed to its loop thread and back (two context switches; its caller does not spin"
+           " when the process's CPU affinity leaves no CPU to spare). The two passes bracket what a"
+           " deployment sees; compare both before concluding anything from either."
+           % meta["params"]["iters"], ""]
     return out + latency_table(rs, ids)
 
 
