@@ -160,8 +160,8 @@ RLOCK_API void rlock_free(rlock *l);
  * Waiting callers queue on the server and a release wakes the first of them at once (pub/sub; the
  * backoff is only the fallback). For a single-instance lock the woken waiter gets the free lock
  * reserved for 250 ms, so waiting callers are served first come, first served; a single attempt
- * (wait_ms == 0) ignores the queue. The first wait of a handle opens a second connection per server
- * for the notifications, kept until the handle is freed.
+ * (wait_ms == 0) ignores the queue. Notifications use a second connection per client, opened by
+ * the first wait of any handle on it; a handle that waited once stays subscribed until it is freed.
  *
  * Returns RLOCK_OK (held), RLOCK_ERR_BUSY, RLOCK_ERR_INVALID (NULL, or the handle already holds the
  * lock), RLOCK_ERR_TIMEOUT, RLOCK_ERR_IO, RLOCK_ERR_SERVER, RLOCK_ERR_AUTH, RLOCK_ERR_NO_QUORUM (quorum
