@@ -6,7 +6,9 @@
  * 1. a single-instance lock on the first server: acquire, validity, fencing token, extend, release;
  * 2. contention: two handles on one key, then a second thread that waits for the first to release;
  * 3. error handling: a malformed URI and an unreachable server;
- * 4. with 3 or more URIs: a quorum (Redlock) lock over all of them, with per-server status.
+ * 4. with 3 or more URIs: a quorum (Redlock) lock over all of them, with per-server status;
+ * 5. liveness: auto-renewal keeping a 300 ms lock for a second (with a lost-lock callback that
+ *    must not fire), and the non-blocking API.
  *
  * Exits 0 when everything that must work did, 1 otherwise, 2 on a usage error.
  */
@@ -324,6 +326,92 @@ out:
   free(clients);
 }
 
+/* ---- 5. liveness: auto-renewal, lost-lock callback, async ------------------------------------- */
+
+/* Callbacks run on rlock's own thread: they only record what happened, under a mutex. */
+static pthread_mutex_t cb_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_cv = PTHREAD_COND_INITIALIZER;
+static int lost_status = 1, async_status = 1;
+
+static void on_lost(rlock *l, int status, void *ud) {
+  (void)l;
+  (void)ud;
+  pthread_mutex_lock(&cb_mu);
+  lost_status = status;
+  pthread_cond_broadcast(&cb_cv);
+  pthread_mutex_unlock(&cb_mu);
+}
+
+static void on_acquired(rlock *l, int status, void *ud) {
+  (void)l;
+  (void)ud;
+  pthread_mutex_lock(&cb_mu);
+  async_status = status;
+  pthread_cond_broadcast(&cb_cv);
+  pthread_mutex_unlock(&cb_mu);
+}
+
+/* Waits up to ms for *value to leave 1 (the "not yet" marker). */
+static int wait_for(int *value, long ms) {
+  struct timespec until;
+  int v;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&cb_mu);
+  while (*value == 1 && pthread_cond_timedwait(&cb_cv, &cb_mu, &until) == 0) {
+  }
+  v = *value;
+  pthread_mutex_unlock(&cb_mu);
+  return v;
+}
+
+static void demo_liveness(rlock_client *c, const char *key) {
+  rlock *l = NULL, *other = NULL;
+  int st;
+  double t0;
+  printf("\n== 5. Liveness on key \"%s\" ==\n", key);
+  if (rlock_new(c, key, 300, &l) != RLOCK_OK || rlock_new(c, key, 300, &other) != RLOCK_OK) {
+    print_status("rlock_new", RLOCK_ERR_INVALID);
+    failures++;
+    goto out;
+  }
+  st = rlock_set_auto_renew(l, 1, on_lost, NULL);
+  print_status("rlock_set_auto_renew(on)", st);
+  st = rlock_acquire(l, 0);
+  print_status("rlock_acquire(ttl 300 ms)", st);
+  EXPECT(st == RLOCK_OK, "acquire under auto-renewal");
+  t0 = now_ms();
+  while (now_ms() - t0 < 1000) {
+    EXPECT(rlock_acquire(other, 0) == RLOCK_ERR_BUSY, "nobody else gets a renewed lock");
+    sleep_ms(100);
+  }
+  printf("  after 1000 ms (> 3 TTLs): validity %lld ms, lost callback %s\n",
+         (long long)rlock_validity_ms(l), lost_status == 1 ? "not called" : "CALLED");
+  EXPECT(rlock_validity_ms(l) > 0 && lost_status == 1, "renewal kept the lock");
+  /* Had the lock been lost (taken over, or the server gone until the validity ran out), on_lost
+   * would have been called by now; tests/single/test_liveness.cpp shows those cases. */
+  st = rlock_release(l);
+  print_status("rlock_release (stops renewal)", st);
+  EXPECT(st == RLOCK_OK, "release");
+
+  /* The non-blocking API: the callback comes from rlock's thread. */
+  st = rlock_acquire_async(other, 1000, on_acquired, NULL);
+  print_status("rlock_acquire_async(wait 1000)", st);
+  st = wait_for(&async_status, 2000);
+  printf("  callback: %s, fencing token %llu\n", rlock_err_name(st),
+         (unsigned long long)rlock_fencing_token(other));
+  EXPECT(st == RLOCK_OK, "async acquire");
+  if (st == RLOCK_OK) EXPECT(rlock_release(other) == RLOCK_OK, "release after async acquire");
+out:
+  rlock_free(other);
+  rlock_free(l);
+}
+
 int main(int argc, char **argv) {
   rlock_client *c = NULL;
   char key[96];
@@ -347,6 +435,8 @@ int main(int argc, char **argv) {
   demo_single(c, key);
   snprintf(key, sizeof key, "rlock-demo:%ld:contended", (long)getpid());
   demo_contention(c, key);
+  snprintf(key, sizeof key, "rlock-demo:%ld:liveness", (long)getpid());
+  demo_liveness(c, key);
   rlock_client_free(c);
 
   demo_errors();
