@@ -2,7 +2,13 @@
 // by its timeouts and reports the specific status.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <string>
+#include <vector>
 
 #include "helpers.h"
 #include "support/fault_proxy.h"
@@ -135,4 +141,37 @@ TEST_CASE("freeing a held lock whose server is down returns within the timeouts"
   auto ms = elapsed_ms([&] { rlock_free(l); });
   CHECK(ms < 1000);
   srv.resume();
+}
+
+TEST_CASE("a connect that never completes is RLOCK_ERR_TIMEOUT within the connect timeout") {
+  // A listener that never accepts, with its accept queue filled: the kernel then drops further
+  // SYNs, so a connect hangs, as it would towards a host that silently drops packets.
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(lfd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0);
+  REQUIRE(listen(lfd, 0) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(getsockname(lfd, reinterpret_cast<sockaddr *>(&addr), &len) == 0);
+  std::vector<int> fillers;
+  for (int i = 0; i < 8; ++i) {  // fill the queue (backlog 0 still admits one or two)
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
+    fillers.push_back(fd);
+  }
+  const std::string uri = "redis://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
+                          "?connect_timeout_ms=200&command_timeout_ms=5000";
+  auto c = make_client(uri);
+  int rc = 0;
+  auto ms = elapsed_ms([&] { rc = rlock_client_ping(c.get()); });
+  // The connect hangs, so the 200 ms connect timeout fires (the 5 s command timeout must not be
+  // what ends the call).
+  CHECK(rc == RLOCK_ERR_TIMEOUT);
+  CHECK(ms >= 190);
+  CHECK(ms < 2000);
+  CHECK(std::string(rlock_last_error()).find("connect") != std::string::npos);
+  for (int fd : fillers) close(fd);
+  close(lfd);
 }
