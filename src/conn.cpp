@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "status.h"
@@ -438,6 +439,7 @@ void Conn::arm_deadline() {
 void Conn::become_ready() {
   state_ = State::kReady;
   if (pubsub_) {
+    listen_retry_ms_ = 250;
     for (auto &ch : channels_) send_pubsub("SUBSCRIBE", ch.first);
     maybe_finish_shutdown();
     return;
@@ -492,11 +494,14 @@ void Conn::dispatch(const std::string &channel, const std::string &payload) {
   for (auto &fn : fns) fn(payload);
 }
 
-// A listening connection that broke is made again after a pause, as long as someone listens.
+// A listening connection that broke is made again after a pause, as long as someone listens; the
+// pause doubles while attempts keep failing (a server that is down, or refuses our password).
 void Conn::reconnect_listener_later() {
   if (!pubsub_ || channels_.empty() || shutting_down_ || state_ != State::kDown || !kick_) return;
   state_ = State::kResolving;
-  kick_->start(250, [this] {
+  const uint64_t pause = listen_retry_ms_;
+  listen_retry_ms_ = std::min<uint64_t>(listen_retry_ms_ * 2, 5000);
+  kick_->start(pause, [this] {
     if (channels_.empty() || shutting_down_) {
       state_ = State::kDown;
       maybe_finish_shutdown();

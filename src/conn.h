@@ -112,6 +112,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   bool pubsub_ = false;  // subscribe mode
   std::map<std::string, std::map<uint64_t, Listener>> channels_;
   uint64_t next_listener_ = 1;
+  uint64_t listen_retry_ms_ = 250;  // pause before the listening connection is made again
   std::shared_ptr<Conn> self_;    // alive while loop handles may call back into us
 };
 
