@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "scripts.h"
 #include "status.h"
@@ -148,6 +149,7 @@ struct LockEngine::Acquiring {
   bool notified = false;     // we were woken during the attempt: retry at once
   bool front = false;        // woken by a release: if refused again, rejoin the queue's front
   bool waiting = false;      // may wait: join the key's queue of waiters when refused
+  std::string entry;         // our entry in the queues: "token:ttl_ms" ("" when not waiting)
   long long min_pttl = -1;   // shortest remaining TTL among the owners that refused us
 };
 
@@ -158,11 +160,11 @@ LockEngine::LockEngine(std::vector<std::shared_ptr<Client>> servers, std::string
       fence_key_(rlk::fence_key(key_)),
       channel_(rlk::release_channel(key_)),
       waiters_key_(rlk::waiters_key(key_)),
-      handoff_key_(rlk::handoff_key(key_)),
-      // Per-server queues of a quorum lock can disagree on who is first, and reservations for
-      // different waiters on different servers would stall everyone for the grace period: only a
-      // single-instance lock hands off in order. Quorum waiters are still woken one per release.
-      grace_(std::to_string(clients_.size() == 1 ? kHandoffGraceMs : 0)),
+      // Only a single-instance lock hands off in order, the release giving the lock to the first
+      // waiter: a quorum's per-server queues can disagree on who is first, and grants to different
+      // waiters on different servers would block everyone for a TTL. Quorum waiters are still woken
+      // one per release, and retry.
+      in_order_(clients_.size() == 1 ? "1" : "0"),
       ttl_(ttl),
       reports_(clients_.size()),
       rng_(std::random_device{}()) {
@@ -266,6 +268,7 @@ void LockEngine::acquire(int64_t wait_ms, Done done) {
   op->forever = wait_ms < 0;
   op->deadline = Clock::now() + milliseconds(wait_ms > 0 ? wait_ms : 0);
   op->waiting = wait_ms != 0;
+  if (op->waiting) op->entry = op->token + ":" + std::to_string(ttl_.count());
   acquiring_ = op;
   if (op->waiting) listen_for_release();
   attempt(std::move(op));
@@ -283,10 +286,8 @@ void LockEngine::attempt(std::shared_ptr<Acquiring> op) {
   algo::Tally t;
   t.n = conns_.size();
   fan_out(
-      conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_, waiters_key_, handoff_key_},
-      {op->token, std::to_string(ttl_.count()), op->waiting ? op->token : "", front ? "1" : "0",
-       conns_.size() == 1 ? "1" : "0"},
-      t,
+      conns_, all_servers(conns_.size()), acquire_script(), {key_, fence_key_, waiters_key_},
+      {op->token, std::to_string(ttl_.count()), op->entry, front ? "1" : "0", in_order_}, t,
       [self, op, fences](size_t i, Result &&r) -> Answer {
         auto where = [&] { return self->server_address(i); };
         if (r.status != RLOCK_OK) return {Vote::kFailed, r.status, std::move(r.detail)};
@@ -415,8 +416,10 @@ void LockEngine::attempt_failed(std::shared_ptr<Acquiring> op, int status) {
 void LockEngine::end_acquire(std::shared_ptr<Acquiring> op, int status, const std::string &detail) {
   acquiring_ = nullptr;
   if (status != RLOCK_OK && op->waiting) {
-    // Gave up while queued: leave the queues, so a release does not wake a waiter that is gone.
-    for (auto &c : conns_) c->command({"ZREM", waiters_key_, op->token}, [](Result &&) {});
+    // Gave up while queued: leave the queues, so a release does not wake a waiter that is gone,
+    // and give back a lock a release may have handed us meanwhile (to the next waiter).
+    for (auto &c : conns_) c->command({"ZREM", waiters_key_, op->entry}, [](Result &&) {});
+    undo(op->token, all_servers(conns_.size()));
   }
   if (status != RLOCK_OK && status != RLOCK_ERR_CANCELED) unused_token_ = op->token;
   finish(status, detail);
@@ -431,21 +434,36 @@ void LockEngine::listen_for_release() {
   listening_ = true;
   std::weak_ptr<LockEngine> weak = shared_from_this();
   for (auto &c : clients_) {
-    uint64_t id = c->subscriber().listen(channel_, [weak](const std::string &waiter) {
+    uint64_t id = c->subscriber().listen(channel_, [weak](const std::string &message) {
+      // "<entry>" (woken) or "<entry> <fence>" (the release handed us the lock).
       auto self = weak.lock();
-      if (self && self->acquiring_ && self->acquiring_->token == waiter)
-        self->on_release_notice(self->acquiring_);
+      if (!self || !self->acquiring_) return;
+      const std::string &entry = self->acquiring_->entry;
+      if (entry.empty() || message.compare(0, entry.size(), entry) != 0) return;
+      if (message.size() == entry.size()) return self->on_release_notice(self->acquiring_, 0);
+      if (message[entry.size()] != ' ') return;
+      self->on_release_notice(self->acquiring_, std::strtoull(message.c_str() + entry.size() + 1, nullptr, 10));
     });
     listeners_.push_back(id);
   }
 }
 
-void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op) {
+void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op, uint64_t granted_fence) {
   if (!op || op->canceled) return;
   op->front = true;  // if we lose the race to a barging owner, we stay first in line
   if (op->in_round) {
-    op->notified = true;  // the release may have come after our request was refused
+    // The release may have come after our request was refused; if it handed us the lock, the
+    // retry finds the key holding our token.
+    op->notified = true;
     return;
+  }
+  if (granted_fence > 0 && retry_timer_) {
+    // The release gave us the lock. Between attempts, the grant came after our last attempt was
+    // answered (had it come before, that attempt would have found the key ours), so that
+    // attempt's start is a clock reading from before the grant: count the validity from there.
+    retry_timer_->stop();
+    for (auto &r : reports_) r = ServerReport{RLOCK_OK, "handed over by the release", ""};
+    return finish_acquire(op, granted_fence);
   }
   // Waiting in backoff: try again now.
   auto self = shared_from_this();
@@ -459,7 +477,7 @@ void LockEngine::undo(const std::string &token, const std::vector<size_t> &serve
   algo::Tally t;
   t.n = conns_.size();
   // Nobody waits for this round; its answers do not change the outcome already reported.
-  fan_out(conns_, servers, release_script(), {key_, waiters_key_, handoff_key_}, {token, channel_, grace_}, t,
+  fan_out(conns_, servers, release_script(), {key_, waiters_key_, fence_key_}, {token, channel_, in_order_}, t,
           [](size_t, Result &&) { return Answer{Vote::kFailed, RLOCK_SERVER_PENDING, ""}; },
           [](const RoundResult &) {});
 }
@@ -478,7 +496,7 @@ void LockEngine::release(Done done) {
   algo::Tally t;
   t.n = conns_.size();
   fan_out(
-      conns_, all_servers(conns_.size()), release_script(), {key_, waiters_key_, handoff_key_}, {token, channel_, grace_}, t,
+      conns_, all_servers(conns_.size()), release_script(), {key_, waiters_key_, fence_key_}, {token, channel_, in_order_}, t,
       [self](size_t i, Result &&r) { return yes_or_not_ours([&] { return self->server_address(i); }, std::move(r), "released"); },
       [self](const RoundResult &out) {
         self->reports_ = out.servers;
@@ -648,7 +666,7 @@ void LockEngine::shut_down(std::function<void()> then) {
     algo::Tally t;
     t.n = self->conns_.size();
     fan_out(self->conns_, all_servers(self->conns_.size()), release_script(),
-            {self->key_, self->waiters_key_, self->handoff_key_}, {token, self->channel_, self->grace_}, t,
+            {self->key_, self->waiters_key_, self->fence_key_}, {token, self->channel_, self->in_order_}, t,
             [](size_t, Result &&r) {
               return Answer{r.status == RLOCK_OK ? Vote::kYes : Vote::kFailed, r.status, ""};
             },

@@ -91,7 +91,7 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
   void finish_acquire(std::shared_ptr<Acquiring> op, uint64_t fence);
   void attempt_failed(std::shared_ptr<Acquiring> op, int status);
   void end_acquire(std::shared_ptr<Acquiring> op, int status, const std::string &detail);
-  void on_release_notice(std::shared_ptr<Acquiring> op);
+  void on_release_notice(std::shared_ptr<Acquiring> op, uint64_t granted_fence);
   void listen_for_release();
 
   void undo(const std::string &token, const std::vector<size_t> &servers);
@@ -115,8 +115,8 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
 
   std::vector<std::shared_ptr<Client>> clients_;  // keep the connections alive
   std::vector<std::shared_ptr<Conn>> conns_;
-  std::string key_, fence_key_, channel_, waiters_key_, handoff_key_;
-  std::string grace_;  // ms a release reserves the free lock for the waiter it woke ("0": none)
+  std::string key_, fence_key_, channel_, waiters_key_;
+  std::string in_order_;  // "1": waiters are served in order and handed the lock by the release
   std::chrono::milliseconds ttl_;
   algo::Drift drift_;
   algo::Backoff backoff_;

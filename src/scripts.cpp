@@ -7,48 +7,40 @@ namespace {
 
 Script make(const char *name, const char *body) { return Script{name, body, sha1_hex(body)}; }
 
-// The fencing counter is INCRed atomically with the SET. A counter that does not exist (new key, or a
-// server restarted without persistence lost it) is seeded from the server clock in microseconds, so
-// a restart does not send tokens backwards as long as the server clock did not step back and the
-// key was never acquired more than once per microsecond on average. string.format('%.0f') keeps the
-// seed an exact integer string (Lua 5.1's tostring would write 1.7e+15).
-//
-// Waiting (ARGV[3] = the waiter's id, "" for a single attempt): a refused waiter joins the key's
-// queue KEYS[3], a sorted set ordered by the server clock (ARGV[4] == "1": a woken waiter that
-// still lost goes back to the front). The queue expires when nobody has joined it for a while, so
-// waiters that died do not stay in it for long. A granted waiter leaves it.
-// Hand-off: a release pops the first waiter and reserves the free lock for it for a short grace
-// period (KEYS[4] holds its id). During that time other waiters are refused (PTTL -2); without a
-// reservation, a waiter not yet in the queue is refused while others are queued. So waiters get the
-// lock first come, first served, and a woken waiter that died costs the others one grace period.
-// A single attempt (wait 0) ignores the queue; so does every attempt unless ARGV[5] == "1" (quorum
-// locks: their per-server queues may disagree, see engine.cpp).
-const char *kAcquire = R"LUA(
+// The fencing counter is INCRed atomically with the SET (here, or in the release script when it
+// hands the lock to a waiter). A counter that does not exist (new key, or a server restarted
+// without persistence lost it) is seeded from the server clock in microseconds, so a restart does
+// not send tokens backwards as long as the server clock did not step back and the key was never
+// acquired more than once per microsecond on average. string.format('%.0f') keeps the seed an
+// exact integer string (Lua 5.1's tostring would write 1.7e+15).
+#define RLOCK_LUA_NEXT_FENCE                                 \
+  "local function next_fence(k)\n"                           \
+  "  local f = redis.call('INCR', k)\n"                      \
+  "  if f == 1 then\n"                                       \
+  "    local t = redis.call('TIME')\n"                       \
+  "    f = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"      \
+  "    redis.call('SET', k, string.format('%.0f', f))\n"     \
+  "  end\n"                                                  \
+  "  return f\n"                                             \
+  "end\n"
+
+// Waiting (ARGV[3] = the waiter's queue entry "token:ttl_ms", "" for a single attempt): a refused
+// waiter joins the key's queue KEYS[3], a sorted set ordered by the server clock (ARGV[4] == "1":
+// a woken waiter that still lost goes back to the front). The queue expires when nobody has joined
+// it for a while, so waiters that died do not stay in it for long. A granted waiter leaves it.
+// In order (ARGV[5] == "1", single-instance locks): a waiting caller that is not queued yet does not
+// take a free lock while others are queued; releases hand the lock to the first of them (below).
+// A single attempt (wait 0) ignores the queue.
+const char *kAcquire = RLOCK_LUA_NEXT_FENCE R"LUA(
 local waiting = ARGV[3] ~= ''
 local function granted(f)
-  if waiting then
-    redis.call('ZREM', KEYS[3], ARGV[3])
-    if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
-  end
+  if waiting then redis.call('ZREM', KEYS[3], ARGV[3]) end
   return {1, f}
 end
-local behind = false
-if waiting and ARGV[5] == '1' then
-  local reserved = redis.call('GET', KEYS[4])
-  if reserved then
-    behind = reserved ~= ARGV[3]
-  else
-    behind = redis.call('ZCARD', KEYS[3]) > 0 and not redis.call('ZSCORE', KEYS[3], ARGV[3])
-  end
-end
+local behind = waiting and ARGV[5] == '1' and redis.call('ZCARD', KEYS[3]) > 0 and
+               not redis.call('ZSCORE', KEYS[3], ARGV[3])
 if not behind and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local f = redis.call('INCR', KEYS[2])
-  if f == 1 then
-    local t = redis.call('TIME')
-    f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', KEYS[2], string.format('%.0f', f))
-  end
-  return granted(f)
+  return granted(next_fence(KEYS[2]))
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -67,17 +59,26 @@ end
 return {0, pttl}
 )LUA";
 
-// Deleting wakes exactly one waiter: the first in the key's queue (KEYS[2]) gets the free lock
-// reserved (KEYS[3]) for ARGV[3] ms and hears its id on the channel ARGV[2]; the others keep
-// waiting, instead of all retrying at once. pcall: a user without pub/sub rights (ACL) still
-// releases, and its waiters fall back to polling.
-const char *kRelease = R"LUA(
+// Deleting wakes exactly one waiter, the first in the key's queue (KEYS[2]), by publishing its
+// entry on the channel ARGV[2]; the others keep waiting, instead of all retrying at once. With
+// ARGV[3] == "1" (single-instance locks) the lock is handed to that waiter right here: the key gets
+// its token and TTL and the fencing counter moves on, and the message carries the fencing token,
+// so the waiter holds the lock without another round trip. pcall: a user without pub/sub rights
+// (ACL) still releases; its waiters then find the lock theirs, or free, by polling.
+const char *kRelease = RLOCK_LUA_NEXT_FENCE R"LUA(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   local w = redis.call('ZPOPMIN', KEYS[2])
   if w[1] then
-    if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], w[1], 'PX', ARGV[3]) end
-    redis.pcall('PUBLISH', ARGV[2], w[1])
+    local message = w[1]
+    if ARGV[3] == '1' then
+      local token, ttl = string.match(w[1], '^(.*):(%d+)$')
+      if token then
+        redis.call('SET', KEYS[1], token, 'PX', ttl)
+        message = w[1] .. ' ' .. string.format('%.0f', next_fence(KEYS[3]))
+      end
+    end
+    redis.pcall('PUBLISH', ARGV[2], message)
   end
   return 1
 end
@@ -131,7 +132,5 @@ std::string fence_key(const std::string &key) { return key + ":fence"; }
 std::string release_channel(const std::string &key) { return "rlock:released:" + key; }
 
 std::string waiters_key(const std::string &key) { return key + ":waiters"; }
-
-std::string handoff_key(const std::string &key) { return key + ":handoff"; }
 
 }  // namespace rlk

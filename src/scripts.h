@@ -12,18 +12,17 @@ struct Script {
   std::string sha;  // sha1_hex(body), computed once
 };
 
-// ACQUIRE  KEYS[1]=key KEYS[2]=fence key KEYS[3]=waiters key KEYS[4]=hand-off key
-//          ARGV[1]=token ARGV[2]=ttl_ms ARGV[3]=waiter id ("": not waiting) ARGV[4]="1": front
-//          ARGV[5]="1": hand off in order (respect the queue and reservations)
-//   -> {1, fence}: granted (SET NX PX, or the key already holds our token from an earlier request of
-//                  this same acquisition whose reply we lost), fence = the new fencing counter value
+// ACQUIRE  KEYS[1]=key KEYS[2]=fence key KEYS[3]=waiters key
+//          ARGV[1]=token ARGV[2]=ttl_ms ARGV[3]=queue entry "token:ttl_ms" ("": not waiting)
+//          ARGV[4]="1": rejoin at the front  ARGV[5]="1": in order (respect the queue)
+//   -> {1, fence}: granted (SET NX PX, or the key already holds our token: from an earlier request
+//                  of this acquisition whose reply we lost, or handed to us by a release)
 //      {0, pttl}:  held by another owner; pttl = its remaining ms (-1: the key has no TTL; -2:
-//                  the key is free but reserved for, or queued by, earlier waiters); a waiter is
-//                  now queued
-// RELEASE  KEYS[1]=key KEYS[2]=waiters key KEYS[3]=hand-off key
-//          ARGV[1]=token ARGV[2]=channel ARGV[3]=grace ms (0: no reservation)
-//   -> 1 deleted (the first queued waiter gets the lock reserved for the grace period and its id
-//      published on the channel), 0 not ours
+//                  the key is free but earlier waiters are queued); a waiter is now queued
+// RELEASE  KEYS[1]=key KEYS[2]=waiters key KEYS[3]=fence key
+//          ARGV[1]=token ARGV[2]=channel ARGV[3]="1": hand the lock to the first waiter
+//   -> 1 deleted; the first queued waiter's entry is published on the channel (with " <fence>"
+//      appended when the lock was handed to it), 0 not ours
 // EXTEND   KEYS[1]=key  ARGV[1]=token ARGV[2]=ttl_ms   -> 1 extended, 0 not ours
 // RAISE    KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=fence
 //   -> 1: the key holds our token and the counter is now >= fence; 0: not ours (counter untouched)
@@ -43,11 +42,5 @@ std::string release_channel(const std::string &key);
 
 // The sorted set of the waiters of a key, first in line first.
 std::string waiters_key(const std::string &key);
-
-// The id of the waiter a release just woke, holding the free lock for it for a short while.
-std::string handoff_key(const std::string &key);
-
-// How long a release reserves the free lock for the waiter it woke.
-constexpr int kHandoffGraceMs = 250;
 
 }  // namespace rlk

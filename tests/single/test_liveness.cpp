@@ -441,34 +441,39 @@ TEST_CASE("freeing a client or a lock from a callback is refused, not a deadlock
   CHECK(rlock_release(l.get()) == RLOCK_OK);
 }
 
-TEST_CASE("waiters queue up: a newcomer does not jump the queue, and a dead waiter in it blocks nobody") {
+TEST_CASE("a release hands the lock to the first waiter; a dead one in the queue blocks others only briefly") {
   RedisServer srv;
   auto c = make_client(srv.uri());
   const std::string key = unique_key("queue");
-  // A waiter that died while queued left its entry behind.
-  REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
+  const std::string queue = key + ":waiters";
   auto l = make_lock(c.get(), key, 5000);
-  // A single attempt ignores the queue.
-  CHECK(rlock_acquire(l.get(), 0) == RLOCK_OK);
-  CHECK(rlock_release(l.get()) == RLOCK_OK);
-  // The release woke (popped) the dead waiter and reserved the free lock for it: a waiting caller
-  // gets it once the reservation's grace period (250 ms) is over, not at the queue's expiry.
-  CHECK(srv.get(key + ":handoff").value_or("") == "dead-waiter");
-  REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
   REQUIRE(rlock_set_retry_delay_ms(l.get(), 20, 20) == RLOCK_OK);
+  // A waiter that died while queued left its entry ("token:ttl_ms") behind.
+  REQUIRE(srv.command("ZADD", queue, "1", "dead-token:150").integer == 1);
+  // A single attempt ignores the queue.
+  REQUIRE(rlock_acquire(l.get(), 0) == RLOCK_OK);
+  const uint64_t fence = rlock_fencing_token(l.get());
+  REQUIRE(rlock_release(l.get()) == RLOCK_OK);
+  // The release handed the lock to the first waiter: the key holds its token, with its TTL, and the
+  // fencing counter moved on for it.
+  CHECK(srv.get(key).value_or("") == "dead-token");
+  CHECK(srv.pttl(key) > 0);
+  CHECK(srv.pttl(key) <= 150);
+  CHECK(std::stoull(srv.get(key + ":fence").value_or("0")) == fence + 1);
+  // Being dead, it never uses it: a waiting caller gets the lock when that TTL runs out.
   int rc = 0;
   auto ms = elapsed_ms([&] { rc = rlock_acquire(l.get(), 2000); });
   CHECK(rc == RLOCK_OK);
-  CHECK(ms < 700);  // the grace period plus a queued retry (20 ms backoff)
+  CHECK(ms < 700);
+  CHECK(rlock_fencing_token(l.get()) > fence + 1);
   CHECK(rlock_release(l.get()) == RLOCK_OK);
-  // Without a reservation, a dead waiter at the head of the queue costs a newcomer one retry.
-  srv.del(key + ":handoff");
-  REQUIRE(srv.command("ZADD", key + ":waiters", "1", "dead-waiter").integer == 1);
+  // An entry that names no TTL is only woken, not handed the lock; a newcomer that waits queues
+  // behind it once, then takes the free lock.
+  REQUIRE(srv.command("ZADD", queue, "1", "garbage").integer == 1);
   ms = elapsed_ms([&] { rc = rlock_acquire(l.get(), 2000); });
   CHECK(rc == RLOCK_OK);
   CHECK(ms < 300);
-  CHECK(srv.command("ZSCORE", key + ":waiters", "dead-waiter").is_nil() == false);  // still there
-  CHECK(srv.pttl(key + ":waiters") > 0);  // but it expires by itself
+  CHECK(srv.pttl(queue) > 0);  // the queue expires by itself
   CHECK(rlock_release(l.get()) == RLOCK_OK);
 }
 
