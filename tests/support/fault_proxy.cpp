@@ -1,5 +1,7 @@
 #include "support/fault_proxy.h"
 
+#include "support/ports.h"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -36,28 +38,10 @@ void close_and_free(std::unique_ptr<Handle> handle) {
            [](uv_handle_t *h) { std::unique_ptr<Handle>(reinterpret_cast<Handle *>(h)); });
 }
 
-// A bound, non-listening SO_REUSEADDR socket holds the port for the proxy's lifetime: the
-// listener (libuv also sets SO_REUSEADDR) can bind and listen next to it, and while refusing,
-// nobody else can take the port (bind(0) and outgoing connects skip bound ports).
+// A bound, non-listening SO_REUSEADDR socket holds the port for the proxy's lifetime, so the
+// listener can come and go (refuse mode) without anyone else taking the port.
 int reserve_port(int port, int *bound_port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  int one = 1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  socklen_t len = sizeof addr;
-  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-      ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) != 0) {
-    int err = errno;
-    ::close(fd);
-    throw std::runtime_error("FaultProxy: cannot bind 127.0.0.1:" + std::to_string(port) + ": " +
-                             std::strerror(err));
-  }
-  *bound_port = ntohs(addr.sin_port);
-  return fd;
+  return reserve_loopback_port(port, bound_port, "FaultProxy");
 }
 
 sockaddr_storage resolve(const std::string &host, int port) {

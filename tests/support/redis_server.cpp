@@ -1,5 +1,7 @@
 #include "support/redis_server.h"
 
+#include "support/ports.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -68,28 +70,8 @@ std::string find_redis_server() {
                            "apt-get install redis-server)");
 }
 
-// Binds 127.0.0.1:0 with SO_REUSEADDR and keeps the socket without listening. The kernel then
-// hands the port to nobody else (neither bind(0) nor outgoing connects pick a bound port), while
-// redis-server, which also sets SO_REUSEADDR, can still bind and listen on it.
-int reserve_port(int *port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket: " + errno_text(errno));
-  int one = 1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-      ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) != 0) {
-    int err = errno;
-    ::close(fd);
-    throw std::runtime_error("cannot reserve a loopback port: " + errno_text(err));
-  }
-  *port = ntohs(addr.sin_port);
-  return fd;
-}
+// Keeps the server's port reserved while the server is down (see support/ports.h).
+int reserve_port(int *port) { return reserve_loopback_port(0, port, "RedisServer"); }
 
 std::string make_temp_dir() {
   // A unix socket path must fit in 108 bytes; fall back to /tmp if $TMPDIR is long.
