@@ -180,7 +180,8 @@ RLOCK_API int rlock_acquire(rlock *l, int64_t wait_ms);
 
 /*
  * Gives the lock up: deletes the key on each server only where it still holds this handle's token
- * (an atomic compare-and-delete). The handle does not hold the lock afterwards, whatever the result.
+ * (an atomic compare-and-delete), and wakes the first queued waiter (a single-instance lock is
+ * handed to it in the same step). The handle does not hold the lock afterwards, whatever the result.
  * Returns RLOCK_OK (it was ours and is now deleted on a quorum / the server), RLOCK_ERR_NOT_HELD (the
  * handle did not hold it, or it expired or was taken over: another owner's lock is never touched),
  * RLOCK_ERR_INVALID (NULL), RLOCK_ERR_TIMEOUT / RLOCK_ERR_IO / RLOCK_ERR_SERVER / RLOCK_ERR_AUTH
