@@ -159,8 +159,8 @@ RLOCK_API void rlock_free(rlock *l);
  * nothing is left behind: the attempt is undone on every server that may have granted it.
  * Waiting callers queue on the server and a release wakes the first of them at once (pub/sub; the
  * backoff is only the fallback). For a single-instance lock the release hands the lock straight to
- * the first waiter, so waiting callers are served first come, first served; a single attempt
- * (wait_ms == 0) ignores the queue. Notifications use a second connection per client, opened by
+ * the first waiter (which confirms it with one attempt), so waiting callers are served first come,
+ * first served; a single attempt (wait_ms == 0) ignores the queue. Notifications use a second connection per client, opened by
  * the first wait of any handle on it; a handle that waited once stays subscribed until it is freed.
  *
  * Returns RLOCK_OK (held), RLOCK_ERR_BUSY, RLOCK_ERR_INVALID (NULL, or the handle already holds the

@@ -1,7 +1,6 @@
 #include "engine.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "scripts.h"
 #include "status.h"
@@ -440,15 +439,14 @@ void LockEngine::listen_for_release() {
       if (!self || !self->acquiring_) return;
       const std::string &entry = self->acquiring_->entry;
       if (entry.empty() || message.compare(0, entry.size(), entry) != 0) return;
-      if (message.size() == entry.size()) return self->on_release_notice(self->acquiring_, 0);
-      if (message[entry.size()] != ' ') return;
-      self->on_release_notice(self->acquiring_, std::strtoull(message.c_str() + entry.size() + 1, nullptr, 10));
+      if (message.size() == entry.size() || message[entry.size()] == ' ')
+        self->on_release_notice(self->acquiring_);
     });
     listeners_.push_back(id);
   }
 }
 
-void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op, uint64_t granted_fence) {
+void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op) {
   if (!op || op->canceled) return;
   op->front = true;  // if we lose the race to a barging owner, we stay first in line
   if (op->in_round) {
@@ -457,15 +455,10 @@ void LockEngine::on_release_notice(std::shared_ptr<Acquiring> op, uint64_t grant
     op->notified = true;
     return;
   }
-  if (granted_fence > 0 && retry_timer_) {
-    // The release gave us the lock. Between attempts, the grant came after our last attempt was
-    // answered (had it come before, that attempt would have found the key ours), so that
-    // attempt's start is a clock reading from before the grant: count the validity from there.
-    retry_timer_->stop();
-    for (auto &r : reports_) r = ServerReport{RLOCK_OK, "handed over by the release", ""};
-    return finish_acquire(op, granted_fence);
-  }
-  // Waiting in backoff: try again now.
+  // Waiting in backoff: try again now. If the release handed us the lock, the attempt finds the key
+  // holding our token and confirms it. The message itself is not trusted to mean "held": it may be
+  // late, or from a grant that our own undo or the TTL has ended since, and only an attempt gives a
+  // clock reading that is certainly from before the key was last set for us.
   auto self = shared_from_this();
   timer(retry_timer_).start(0, [self, op] {
     if (!op->canceled && !op->in_round && self->acquiring_ == op) self->attempt(op);

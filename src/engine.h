@@ -91,7 +91,7 @@ class LockEngine : public std::enable_shared_from_this<LockEngine> {
   void finish_acquire(std::shared_ptr<Acquiring> op, uint64_t fence);
   void attempt_failed(std::shared_ptr<Acquiring> op, int status);
   void end_acquire(std::shared_ptr<Acquiring> op, int status, const std::string &detail);
-  void on_release_notice(std::shared_ptr<Acquiring> op, uint64_t granted_fence);
+  void on_release_notice(std::shared_ptr<Acquiring> op);
   void listen_for_release();
 
   void undo(const std::string &token, const std::vector<size_t> &servers);

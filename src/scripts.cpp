@@ -62,9 +62,10 @@ return {0, pttl}
 // Deleting wakes exactly one waiter, the first in the key's queue (KEYS[2]), by publishing its
 // entry on the channel ARGV[2]; the others keep waiting, instead of all retrying at once. With
 // ARGV[3] == "1" (single-instance locks) the lock is handed to that waiter right here: the key gets
-// its token and TTL and the fencing counter moves on, and the message carries the fencing token,
-// so the waiter holds the lock without another round trip. pcall: a user without pub/sub rights
-// (ACL) still releases; its waiters then find the lock theirs, or free, by polling.
+// its token and TTL and the fencing counter moves on (this is an acquisition), so nobody can barge
+// in before the waiter's confirming attempt finds the key its own. The message also carries the
+// fencing token, for information. pcall: a user without pub/sub rights (ACL) still releases; its
+// waiters then find the lock theirs, or free, by polling.
 const char *kRelease = RLOCK_LUA_NEXT_FENCE R"LUA(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
