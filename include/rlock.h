@@ -91,7 +91,9 @@ typedef struct rlock_client rlock_client; /* one Redis server; thread-safe, shar
 
 /*
  * Creates a client for one Redis server. No I/O happens here: the connection is made by the first
- * call that needs it, and made again after it breaks (a server restart is reconnected silently).
+ * call that needs it, and made again after it breaks (a server restart is reconnected silently; a
+ * request sent in the instant before the old connection's close was noticed fails once with
+ * RLOCK_ERR_IO, which rlock_acquire with a wait retries).
  *
  *   uri: redis://[[user]:password@]host[:port][/db][?connect_timeout_ms=N&command_timeout_ms=N]
  *        unix:///path/to/redis.sock[?db=N&password=...&user=...&connect_timeout_ms=N&command_timeout_ms=N]

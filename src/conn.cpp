@@ -126,14 +126,21 @@ struct ConnAccess {
     s->inflight.pop_front();
     Result res;
     convert(static_cast<redisReply *>(r), res.reply);
+    // After a protocol error Redis closes the connection. Drop it now, before anything else is
+    // written to it, rather than let the next command meet the close as an I/O error.
+    bool server_closes = false;
     if (res.reply.type == Reply::Type::kError) {
       res.status = classify_error(res.reply.str);
       if (s->owner) res.detail = s->owner->where() + ": " + res.reply.str;
+      server_closes = res.reply.str.compare(0, 18, "ERR Protocol error") == 0;
     }
     Conn *owner = s->owner;
     if (owner) {
       std::shared_ptr<Conn> keep = owner->self_;  // the callback may lead to shutdown
-      owner->arm_deadline();
+      if (server_closes && owner->session_ == s)
+        owner->drop(RLOCK_ERR_IO, "the server closed the connection after: " + res.reply.str, false);
+      else
+        owner->arm_deadline();
       req.cb(std::move(res));
       owner->maybe_finish_shutdown();
     } else {
