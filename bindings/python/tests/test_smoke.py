@@ -102,7 +102,10 @@ class _closing:
         self.obj.close()
 
 
-class TestSingleServer(unittest.TestCase):
+class _OneServer(unittest.TestCase):
+    """One redis-server and one Client shared by the tests of a class; new_lock() is closed after
+    each test."""
+
     @classmethod
     def setUpClass(cls):
         cls.redis = RedisServer().start()
@@ -118,6 +121,8 @@ class TestSingleServer(unittest.TestCase):
         self.addCleanup(lock.close)
         return lock
 
+
+class TestSingleServer(_OneServer):
     def test_ping_answers(self):
         self.client.ping()
 
@@ -392,27 +397,12 @@ class TestQuorum(unittest.TestCase):
             rlock.Lock.quorum([self.clients[0], self.clients[0]], "k", 1000)
 
 
-class TestLiveness(unittest.TestCase):
+class TestLiveness(_OneServer):
     """Auto-renewal, the lost-lock callback and the asynchronous calls (threading and asyncio)."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = RedisServer().start()
-        cls.client = rlock.Client(cls.redis.uri)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-        cls.redis.stop()
-
-    def new_lock(self, ttl_ms=10000, key=None):
-        lock = rlock.Lock(self.client, key or unique_key(self), ttl_ms)
-        self.addCleanup(lock.close)
-        return lock
 
     def test_auto_renew_keeps_a_short_lock_and_reports_its_loss(self):
         key = unique_key(self)
-        lock, other = self.new_lock(300, key), self.new_lock(300, key)
+        lock, other = self.new_lock(key, 300), self.new_lock(key, 300)
         lost = []
         event = threading.Event()
 
