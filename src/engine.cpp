@@ -434,12 +434,10 @@ void LockEngine::listen_for_release() {
   std::weak_ptr<LockEngine> weak = shared_from_this();
   for (auto &c : clients_) {
     uint64_t id = c->subscriber().listen(channel_, [weak](const std::string &message) {
-      // "<entry>" (woken) or "<entry> <fence>" (the release handed us the lock).
+      // The message is the woken waiter's queue entry.
       auto self = weak.lock();
-      if (!self || !self->acquiring_) return;
-      const std::string &entry = self->acquiring_->entry;
-      if (entry.empty() || message.compare(0, entry.size(), entry) != 0) return;
-      if (message.size() == entry.size() || message[entry.size()] == ' ')
+      if (self && self->acquiring_ && !self->acquiring_->entry.empty() &&
+          message == self->acquiring_->entry)
         self->on_release_notice(self->acquiring_);
     });
     listeners_.push_back(id);

@@ -1,6 +1,6 @@
 // The lock engine: one implementation of acquire / release / extend / renewal over N servers,
 // driven on the library's loop. A single-instance lock is the N = 1 case of the same code. Each
-// step fans one Lua script out to all servers at once (Round) and lets algo::decide() say when the
+// step fans one Lua script out to all servers at once (fan_out) and lets algo::decide() say when the
 // outcome is known.
 #pragma once
 

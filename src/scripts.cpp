@@ -63,23 +63,21 @@ return {0, pttl}
 // entry on the channel ARGV[2]; the others keep waiting, instead of all retrying at once. With
 // ARGV[3] == "1" (single-instance locks) the lock is handed to that waiter right here: the key gets
 // its token and TTL and the fencing counter moves on (this is an acquisition), so nobody can barge
-// in before the waiter's confirming attempt finds the key its own. The message also carries the
-// fencing token, for information. pcall: a user without pub/sub rights (ACL) still releases; its
+// in before the waiter's confirming attempt finds the key its own. pcall: a user without pub/sub rights (ACL) still releases; its
 // waiters then find the lock theirs, or free, by polling.
 const char *kRelease = RLOCK_LUA_NEXT_FENCE R"LUA(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   local w = redis.call('ZPOPMIN', KEYS[2])
   if w[1] then
-    local message = w[1]
     if ARGV[3] == '1' then
       local token, ttl = string.match(w[1], '^(.*):(%d+)$')
       if token then
         redis.call('SET', KEYS[1], token, 'PX', ttl)
-        message = w[1] .. ' ' .. string.format('%.0f', next_fence(KEYS[3]))
+        next_fence(KEYS[3])
       end
     end
-    redis.pcall('PUBLISH', ARGV[2], message)
+    redis.pcall('PUBLISH', ARGV[2], w[1])
   end
   return 1
 end

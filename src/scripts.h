@@ -21,8 +21,8 @@ struct Script {
 //                  the key is free but earlier waiters are queued); a waiter is now queued
 // RELEASE  KEYS[1]=key KEYS[2]=waiters key KEYS[3]=fence key
 //          ARGV[1]=token ARGV[2]=channel ARGV[3]="1": hand the lock to the first waiter
-//   -> 1 deleted; the first queued waiter's entry is published on the channel (with " <fence>"
-//      appended when the lock was handed to it), 0 not ours
+//   -> 1 deleted (the first queued waiter's entry is published on the channel, and with ARGV[3]
+//      the lock is handed to it), 0 not ours
 // EXTEND   KEYS[1]=key  ARGV[1]=token ARGV[2]=ttl_ms   -> 1 extended, 0 not ours
 // RAISE    KEYS[1]=key KEYS[2]=fence key  ARGV[1]=token ARGV[2]=fence
 //   -> 1: the key holds our token and the counter is now >= fence; 0: not ours (counter untouched)
